@@ -1,0 +1,5 @@
+import sys
+
+from agender.cli.main import main
+
+sys.exit(main())

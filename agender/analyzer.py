@@ -1,0 +1,190 @@
+"""The pipeline every shell uses: detect on a small copy, crop at full resolution, estimate
+all faces of a frame (or of several frames) in one batch.
+
+Why detect small: detectors are the cost centre and a 640 px copy finds the same faces a
+1080p frame does. Why crop full-res: the estimator sees the sharpest face we have.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from agender.detectors import Detector, create_detector
+from agender.estimators import Estimator, create_estimator
+from agender.faces import Estimates, Faces
+from agender.imageops import crop_boxes, pad_boxes, resize_for_detection, to_bgr8
+from agender.models import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageTimes:
+    """Cumulative seconds per stage, for `agender bench` and the GUI's stage readout."""
+
+    resize: float = 0.0
+    detect: float = 0.0
+    crop: float = 0.0
+    estimate: float = 0.0
+    frames: int = 0
+    faces: int = 0
+
+    def as_ms_per_frame(self) -> dict[str, float]:
+        n = max(1, self.frames)
+        return {k: 1000.0 * getattr(self, k) / n for k in ("resize", "detect", "crop", "estimate")}
+
+
+class Analyzer:
+    """Detect → crop → estimate, configured once, called per frame.
+
+    >>> an = Analyzer(detector="haar", estimator="cydral", device="cpu")
+    >>> faces = an(frame)            # Faces, iterable of Face
+    >>> est = an.estimate(crops)     # Estimates for pre-cropped faces
+
+    ``models`` is a directory (or list of directories) searched before the default search path.
+    """
+
+    def __init__(
+        self,
+        detector: str | Detector = "auto",
+        estimator: str | Estimator = "cydral",
+        device: str = "auto",
+        models: str | Sequence[str] | ModelStore | None = None,
+        *,
+        detect_width: int | None = 640,
+        conf: float | None = None,
+        min_face: int = 20,
+        padding: float | None = None,
+        batch_size: int = 32,
+    ):
+        self.models = models if isinstance(models, ModelStore) else ModelStore(models)
+        self.device = device
+        self.detect_width = detect_width
+        self.min_face = int(min_face)
+        self.batch_size = max(1, int(batch_size))
+        self.conf = conf
+        self.detector: Detector | None = (
+            None if detector in (None, "none") else create_detector(detector, models=self.models, device=device, conf=conf)
+        )
+        self.estimator: Estimator = create_estimator(estimator, models=self.models, device=device)
+        self.padding = self.estimator.default_padding if padding is None else float(padding)
+        self.times = StageTimes()
+
+    # -- description ---------------------------------------------------------------------
+    @property
+    def device_used(self) -> str:
+        """The device actually in use, e.g. ``"CPU"`` or ``"CPU (CUDA failed: …)"``."""
+        return getattr(self.estimator, "device_used", "CPU")
+
+    def describe(self) -> dict:
+        return {
+            "detector": getattr(self.detector, "name", None),
+            "estimator": self.estimator.name,
+            "device": self.device_used,
+            "detect_width": self.detect_width,
+            "padding": self.padding,
+            "min_face": self.min_face,
+        }
+
+    # -- stages --------------------------------------------------------------------------
+    def detect(self, frame: np.ndarray) -> Faces:
+        """Faces in ``frame`` with boxes (and landmarks) in full-resolution coordinates."""
+        import time
+
+        if self.detector is None:
+            raise ValueError("this Analyzer has no detector (detector='none')")
+        frame = to_bgr8(frame)
+        if frame.size == 0:
+            return Faces()
+        t0 = time.perf_counter()
+        small, scale = resize_for_detection(frame, self.detect_width)
+        t1 = time.perf_counter()
+        faces = self.detector.detect(small)
+        t2 = time.perf_counter()
+        self.times.resize += t1 - t0
+        self.times.detect += t2 - t1
+        if len(faces) == 0:
+            return faces
+        if scale != 1.0:
+            faces.xyxy = faces.xyxy / scale
+            if faces.landmarks is not None:
+                faces.landmarks = faces.landmarks / scale
+        h, w = frame.shape[:2]
+        xyxy = faces.xyxy
+        xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, w)
+        xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, h)
+        wh = xyxy[:, 2:] - xyxy[:, :2]
+        return faces[(wh.min(axis=1) >= self.min_face)]
+
+    def crops(self, frame: np.ndarray, faces: Faces) -> tuple[list[np.ndarray], list[np.ndarray | None] | None]:
+        """Padded crops from the full-resolution frame, and landmarks in crop coordinates."""
+        crops, origins = crop_boxes(frame, pad_boxes(faces.xyxy, self.padding))
+        if faces.landmarks is None:
+            return crops, None
+        return crops, [lm - o for lm, o in zip(faces.landmarks, origins.astype(np.float32))]
+
+    def estimate(self, crops: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None) -> Estimates:
+        """Score pre-cropped faces, ``batch_size`` at a time (one estimator call per chunk)."""
+        import time
+
+        crops = [to_bgr8(c) for c in crops]
+        if not crops:
+            return Estimates.empty()
+        t0 = time.perf_counter()
+        parts = []
+        for i in range(0, len(crops), self.batch_size):
+            lm = None if landmarks is None else landmarks[i : i + self.batch_size]
+            parts.append(self.estimator.estimate(crops[i : i + self.batch_size], lm))
+        self.times.estimate += time.perf_counter() - t0
+        if len(parts) == 1:
+            return parts[0]
+        labels = None
+        if all(p.age_label is not None for p in parts):
+            labels = sum((list(p.age_label) for p in parts), [])
+        return Estimates(
+            age=np.concatenate([p.age for p in parts]),
+            p_male=np.concatenate([p.p_male for p in parts]),
+            age_std=np.concatenate([p.age_std for p in parts]),
+            age_label=labels,
+        )
+
+    # -- whole frames --------------------------------------------------------------------
+    def __call__(self, frame: np.ndarray) -> Faces:
+        return self.analyze_frames([frame])[0]
+
+    def analyze_frames(self, frames: Sequence[np.ndarray], detections: Sequence[Faces] | None = None) -> list[Faces]:
+        """Analyse several frames with **one** estimator batch across all their faces
+        (what offline analysis does to keep the estimator's batch full)."""
+        import time
+
+        frames = [to_bgr8(f) for f in frames]
+        dets = list(detections) if detections is not None else [self.detect(f) for f in frames]
+        t0 = time.perf_counter()
+        all_crops: list[np.ndarray] = []
+        all_lms: list[np.ndarray | None] = []
+        have_lm = True
+        for f, d in zip(frames, dets):
+            if not len(d):
+                continue
+            c, lm = self.crops(f, d)
+            all_crops += c
+            if lm is None:
+                have_lm = False
+                all_lms += [None] * len(c)
+            else:
+                all_lms += lm
+        self.times.crop += time.perf_counter() - t0
+        est = self.estimate(all_crops, all_lms if have_lm else None)
+        out, k = [], 0
+        for d in dets:
+            n = len(d)
+            part = Estimates(est.age[k : k + n], est.p_male[k : k + n], est.age_std[k : k + n],
+                             None if est.age_label is None else list(est.age_label[k : k + n]))
+            out.append(d.with_estimates(part) if n else d)
+            k += n
+        self.times.frames += len(frames)
+        self.times.faces += k
+        return out

@@ -1,0 +1,90 @@
+"""Detector protocol and registry (name → class, imported lazily so that e.g. dlib is only
+loaded when its detector is asked for)."""
+from __future__ import annotations
+
+import importlib
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from agender.errors import AgenderError
+
+if TYPE_CHECKING:
+    from agender.faces import Faces
+    from agender.models import ModelStore
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Finds faces in one BGR image."""
+
+    name: str
+    device_used: str
+
+    def detect(self, image: np.ndarray) -> "Faces":
+        """Faces in ``image`` (BGR uint8, HxWx3), boxes in its pixel coordinates."""
+        ...
+
+
+# name -> "module:Class". Read-only: adding a detector means adding a line here.
+DETECTORS = MappingProxyType(
+    {
+        "haar": "agender.detectors.haar:HaarDetector",
+        "lbp": "agender.detectors.haar:LbpDetector",
+        "dnn": "agender.detectors.opencv_dnn:OpenCVDnnDetector",
+        "yunet": "agender.detectors.yunet:YuNetDetector",
+    }
+)
+
+# What "auto" means: YuNet when its weights are on the search path, else the best detector
+# that works straight after `pip install` (see README, "Choosing the default detector").
+AUTO_ORDER = ("yunet", "haar")
+
+
+def detector_names() -> list[str]:
+    return list(DETECTORS)
+
+
+def _load_class(name: str) -> Any:
+    module, _, cls = DETECTORS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def create_detector(
+    spec: str | Detector,
+    *,
+    models: "ModelStore | None" = None,
+    device: str = "auto",
+    conf: float | None = None,
+    min_face: int | None = None,
+) -> Detector:
+    """Build a detector from ``"name"`` or ``"name:variant"`` (e.g. ``"haar:alt"``).
+
+    ``conf=None`` keeps the detector's own default threshold. ``"auto"`` tries
+    :data:`AUTO_ORDER` and takes the first whose model files resolve.
+    """
+    if not isinstance(spec, str):
+        return spec
+    from agender.models import ModelStore
+
+    models = models or ModelStore()
+    name, _, variant = spec.strip().lower().partition(":")
+    if name == "auto":
+        last: Exception | None = None
+        for cand in AUTO_ORDER:
+            try:
+                return create_detector(cand, models=models, device=device, conf=conf, min_face=min_face)
+            except AgenderError as exc:
+                last = exc
+        raise last or AgenderError("no face detector available")
+    if name not in DETECTORS:
+        raise AgenderError(f"unknown detector {spec!r}; choose one of: auto, {', '.join(DETECTORS)}")
+    kwargs: dict[str, Any] = {"models": models, "device": device}
+    if variant:
+        kwargs["variant"] = variant
+    if conf is not None:
+        kwargs["conf"] = conf
+    if min_face is not None:
+        kwargs["min_face"] = min_face
+    return _load_class(name)(**kwargs)

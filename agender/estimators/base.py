@@ -1,0 +1,66 @@
+"""Estimator protocol and registry (name → class, imported lazily)."""
+from __future__ import annotations
+
+import importlib
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from agender.errors import AgenderError
+
+if TYPE_CHECKING:
+    from agender.faces import Estimates
+    from agender.models import ModelStore
+
+
+@runtime_checkable
+class Estimator(Protocol):
+    """Scores a batch of face crops."""
+
+    name: str
+    device_used: str
+    default_padding: float  # box padding (fraction of box size per side) the model was trained with
+    wants_landmarks: bool  # True when the estimator aligns faces from 5-point landmarks
+
+    def estimate(
+        self, crops: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None
+    ) -> "Estimates":
+        """One batch: ``crops`` are BGR uint8 images; ``landmarks[i]`` is (5, 2) in crop pixels
+        (YuNet order: right eye, left eye, nose tip, right mouth corner, left mouth corner) or None."""
+        ...
+
+
+ESTIMATORS = MappingProxyType(
+    {
+        "cydral": "agender.estimators.cydral:CydralEstimator",
+        "ssrnet": "agender.estimators.ssrnet:SSRNetEstimator",
+        "levi-hassner": "agender.estimators.levi_hassner:LeviHassnerEstimator",
+    }
+)
+DEFAULT_ESTIMATOR = "cydral"
+
+
+def estimator_names() -> list[str]:
+    return list(ESTIMATORS)
+
+
+def create_estimator(
+    spec: "str | Estimator", *, models: "ModelStore | None" = None, device: str = "auto"
+) -> "Estimator":
+    """Build an estimator from ``"name"`` or ``"name:variant"`` (e.g. ``"ssrnet:imdb"``)."""
+    if not isinstance(spec, str):
+        return spec
+    from agender.models import ModelStore
+
+    name, _, variant = spec.strip().lower().partition(":")
+    if name in ("", "auto", "default"):
+        name = DEFAULT_ESTIMATOR
+    if name not in ESTIMATORS:
+        raise AgenderError(f"unknown estimator {spec!r}; choose one of: {', '.join(ESTIMATORS)}")
+    module, _, cls = ESTIMATORS[name].partition(":")
+    klass: Any = getattr(importlib.import_module(module), cls)
+    kwargs: dict[str, Any] = {"models": models or ModelStore(), "device": device}
+    if variant:
+        kwargs["variant"] = variant
+    return klass(**kwargs)

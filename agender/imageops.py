@@ -1,0 +1,75 @@
+"""Small, pure image helpers shared by the analyzer, the estimators and the sinks."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def to_bgr8(frame: np.ndarray) -> np.ndarray:
+    """Any frame a user may hand us → contiguous BGR uint8 (HxWx3).
+
+    Accepts grayscale (HxW or HxWx1), BGRA, and 16-bit or float images, so the pipeline never
+    crashes on a PNG straight out of a scientific camera.
+    """
+    img = np.asarray(frame)
+    if img.size == 0:
+        return np.zeros((0, 0, 3), np.uint8)
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        hi = float(np.nanmax(img)) if img.size else 1.0
+        img = np.clip(img * (255.0 if hi <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
+        img = cv2.cvtColor(img.reshape(img.shape[0], img.shape[1]), cv2.COLOR_GRAY2BGR)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    elif img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"unsupported frame shape {img.shape}")
+    return np.ascontiguousarray(img)
+
+
+def detection_scale(shape: tuple[int, ...], detect_width: int | None) -> float:
+    """Factor (≤ 1) that brings the frame's long side down to ``detect_width``; never upscales."""
+    h, w = shape[:2]
+    if not detect_width or max(h, w) <= detect_width:
+        return 1.0
+    return detect_width / float(max(h, w))
+
+
+def resize_for_detection(frame: np.ndarray, detect_width: int | None) -> tuple[np.ndarray, float]:
+    s = detection_scale(frame.shape, detect_width)
+    if s == 1.0:
+        return frame, 1.0
+    h, w = frame.shape[:2]
+    small = cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return small, s
+
+
+def pad_boxes(xyxy: np.ndarray, padding: float) -> np.ndarray:
+    """Grow each box by ``padding`` × its width/height on every side (unclipped)."""
+    xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
+    wh = xyxy[:, 2:] - xyxy[:, :2]
+    pad = wh * float(padding)
+    return np.concatenate([xyxy[:, :2] - pad, xyxy[:, 2:] + pad], axis=1)
+
+
+def clip_boxes(xyxy: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    h, w = shape[:2]
+    out = np.asarray(xyxy, np.float32).reshape(-1, 4).copy()
+    out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, w)
+    out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, h)
+    return out
+
+
+def crop_boxes(frame: np.ndarray, xyxy: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Crops of ``frame`` for each box, clipped at the borders (a face half outside the frame
+    keeps its visible half). Returns the crops (views, not copies) and the integer origins."""
+    boxes = clip_boxes(xyxy, frame.shape)
+    ib = np.round(boxes).astype(np.int32)
+    crops = []
+    for x1, y1, x2, y2 in ib:
+        x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
+        crops.append(frame[y1:y2, x1:x2])
+    return crops, ib[:, :2]

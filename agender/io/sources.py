@@ -1,0 +1,326 @@
+"""Frame sources: video files, image files, cameras, and http(s)/rtsp streams.
+
+Every source yields :class:`Frame` ``(index, time_s, image)``. :class:`ThreadedReader` runs a
+source ahead of the consumer in its own thread through a bounded queue (offline: nothing is
+dropped; live: the newest frame wins so latency stays low). The GUI's worker and the CLI's
+loop consume the same iterator.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import cv2
+import numpy as np
+
+from agender.errors import SourceError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".gif"}
+
+
+@dataclass
+class Frame:
+    index: int  # frame number in the source (0-based), not the count of analysed frames
+    time_s: float  # presentation time in seconds
+    image: np.ndarray  # BGR uint8
+    name: str = ""  # for image sources: the file this frame came from
+
+
+class Source(Protocol):
+    name: str
+    fps: float
+    frame_count: int | None
+    is_live: bool
+
+    def __iter__(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None: ...
+
+
+def is_url(spec: str) -> bool:
+    return spec.split("://", 1)[0].lower() in ("http", "https", "rtsp", "rtmp", "udp", "tcp") and "://" in spec
+
+
+def parse_camera(spec: str) -> int | None:
+    """``cam:0`` / ``camera:1`` / ``0`` → camera index, else None."""
+    s = str(spec).strip().lower()
+    for prefix in ("cam:", "camera:", "webcam:"):
+        if s.startswith(prefix):
+            s = s[len(prefix):]
+            break
+    else:
+        if not s.isdigit():
+            return None
+    try:
+        return int(s)
+    except ValueError:
+        return None
+
+
+class VideoSource:
+    """A video file or network stream decoded with OpenCV's FFmpeg backend.
+
+    ``every`` keeps one frame in N (``--fps``); ``start_s``/``end_s`` bound the range;
+    ``skip_to`` resumes at a frame index by grabbing (not decoding) the frames before it, which
+    is exact where container seeking is not.
+    """
+
+    is_live = False
+
+    def __init__(self, spec: str, *, start_s: float = 0.0, end_s: float | None = None, every: int = 1,
+                 skip_to: int = 0, max_frames: int | None = None, open_timeout_s: float = 10.0):
+        self.spec = str(spec)
+        self.name = Path(self.spec).stem if not is_url(self.spec) else self.spec.rstrip("/").rsplit("/", 1)[-1] or "stream"
+        if not is_url(self.spec):
+            _check_file(self.spec)
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(open_timeout_s * 1000)]
+        self.cap = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, params)
+        if not self.cap.isOpened():
+            self.cap.release()
+            raise SourceError(f"{self.spec}: cannot open as video ({_why_not_video(self.spec)})")
+        self.fps = float(self.cap.get(cv2.CAP_PROP_FPS)) or 25.0
+        if not (0 < self.fps < 1000):
+            self.fps = 25.0
+        n = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.frame_count = n if n > 0 else None
+        self.width = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.height = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.start_s, self.end_s = max(0.0, start_s or 0.0), end_s
+        self.every = max(1, int(every))
+        self.skip_to = max(0, int(skip_to))
+        self.max_frames = max_frames
+        self.frames_read = 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        first = max(self.skip_to, int(round(self.start_s * self.fps)))
+        idx, emitted = 0, 0
+        while idx < first:  # grab() skips decoding-to-BGR: exact and cheap
+            if not self.cap.grab():
+                return
+            idx += 1
+        while True:
+            t = idx / self.fps
+            if self.end_s is not None and t >= self.end_s:
+                return
+            if self.max_frames is not None and emitted >= self.max_frames:
+                return
+            if (idx - first) % self.every:
+                if not self.cap.grab():
+                    return
+                idx += 1
+                continue
+            ok, img = self.cap.read()
+            if not ok:
+                return
+            self.frames_read += 1
+            yield Frame(idx, t, img, self.name)
+            emitted += 1
+            idx += 1
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class CameraSource:
+    """A local camera (``cam:N``). Live: only the newest frame matters."""
+
+    is_live = True
+    frame_count = None
+
+    def __init__(self, index: int, *, width: int | None = None, height: int | None = None):
+        self.index = index
+        self.name = f"cam{index}"
+        self.cap = cv2.VideoCapture(index)
+        if not self.cap.isOpened():
+            self.cap.release()
+            raise SourceError(f"cam:{index}: camera does not exist or is busy")
+        if width:
+            self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        if height:
+            self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        self.fps = float(self.cap.get(cv2.CAP_PROP_FPS)) or 30.0
+        self._t0 = time.monotonic()
+
+    def __iter__(self) -> Iterator[Frame]:
+        idx = 0
+        while True:
+            ok, img = self.cap.read()
+            if not ok:
+                raise SourceError(f"cam:{self.index}: camera stopped delivering frames (unplugged?)")
+            yield Frame(idx, time.monotonic() - self._t0, img, self.name)
+            idx += 1
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class ImageSource:
+    """Still images; each is one frame (``index`` = position in the list, ``name`` = file)."""
+
+    is_live = False
+    fps = 0.0
+
+    def __init__(self, paths: list[str | Path], *, name: str = "images", max_pixels: int = 100_000_000):
+        self.paths = [Path(p) for p in paths]
+        self.name = name
+        self.frame_count = len(self.paths)
+        self.max_pixels = max_pixels
+
+    def __iter__(self) -> Iterator[Frame]:
+        for i, p in enumerate(self.paths):
+            yield Frame(i, 0.0, read_image(p, self.max_pixels), str(p))
+
+    def close(self) -> None:
+        pass
+
+
+def read_image(path: str | Path, max_pixels: int = 100_000_000) -> np.ndarray:
+    """Read an image as BGR uint8, with one-line errors for each way it can be bad."""
+    p = Path(path)
+    _check_file(str(p))
+    data = np.fromfile(str(p), dtype=np.uint8)
+    if data.size == 0:
+        raise SourceError(f"{p}: empty file")
+    # Refuse decompression bombs before decoding: read the header size first.
+    try:
+        from PIL import Image
+
+        with Image.open(p) as im:
+            w, h = im.size
+        if w * h > max_pixels:
+            raise SourceError(f"{p}: image too large ({w}x{h} > {max_pixels} pixels)")
+    except SourceError:
+        raise
+    except Exception:
+        pass  # PIL can't read it: let OpenCV decide
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise SourceError(f"{p}: not a readable image")
+    from agender.imageops import to_bgr8
+
+    return to_bgr8(img)
+
+
+def _check_file(spec: str) -> None:
+    p = Path(spec)
+    if not p.exists():
+        raise SourceError(f"{spec}: no such file")
+    if p.is_dir():
+        raise SourceError(f"{spec}: is a directory")
+    if not os.access(p, os.R_OK):
+        raise SourceError(f"{spec}: permission denied")
+    if p.stat().st_size == 0:
+        raise SourceError(f"{spec}: empty file (0 bytes)")
+
+
+def _why_not_video(spec: str) -> str:
+    """A best guess at why FFmpeg refused ``spec``, via PyAV's probe (clearer errors)."""
+    try:
+        import av
+
+        with av.open(spec, timeout=5) as c:
+            if not c.streams.video:
+                return "no video stream"
+            return "unsupported codec"
+    except Exception as exc:  # noqa: BLE001 - turning any probe failure into words
+        msg = str(exc).split(":")[-1].strip() or type(exc).__name__
+        return f"not a decodable video: {msg}" if not is_url(spec) else msg
+
+
+def open_source(spec: str | int, **kwargs) -> Source:
+    """``cam:0`` → camera, URL → stream, image file → one-image source, else a video file."""
+    s = str(spec)
+    cam = parse_camera(s)
+    if cam is not None and not Path(s).exists():
+        return CameraSource(cam)
+    if not is_url(s) and Path(s).suffix.lower() in IMAGE_EXTS:
+        return ImageSource([s], name=Path(s).stem)
+    return VideoSource(s, **kwargs)
+
+
+class ThreadedReader:
+    """Runs ``source`` in a daemon thread ahead of the consumer.
+
+    ``latest_only=False`` (files): a bounded queue, back-pressure, nothing dropped.
+    ``latest_only=True`` (cameras/GUI): a one-slot mailbox; a new frame replaces an unread one
+    and :attr:`dropped` counts the replaced frames. An exception in the reader is re-raised in
+    the consumer.
+    """
+
+    _END = object()
+
+    def __init__(self, source: Source, *, maxsize: int = 8, latest_only: bool = False):
+        self.source = source
+        self.latest_only = latest_only
+        self.q: queue.Queue = queue.Queue(maxsize=1 if latest_only else max(1, maxsize))
+        self.dropped = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"reader-{source.name}", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> None:
+        if self.latest_only:
+            while not self._stop.is_set():
+                try:
+                    self.q.put_nowait(item)
+                    return
+                except queue.Full:
+                    try:
+                        self.q.get_nowait()
+                        self.dropped += 1
+                    except queue.Empty:
+                        pass
+        else:
+            while not self._stop.is_set():
+                try:
+                    self.q.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+    def _run(self) -> None:
+        try:
+            for fr in self.source:
+                if self._stop.is_set():
+                    break
+                self._put(fr)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put(exc)
+            return
+        if self.latest_only:
+            # the end marker must not replace the last frame: wait for the consumer to take it
+            while not self._stop.is_set() and not self.q.empty():
+                time.sleep(0.005)
+        self._put(self._END)
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            try:
+                item = self.q.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        self.source.close()
+
+    def __enter__(self) -> "ThreadedReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

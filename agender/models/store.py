@@ -1,0 +1,162 @@
+"""Find model files through one search path, checked against the committed manifest.
+
+Search order (first hit wins):
+1. directories passed explicitly (``--models DIR`` / ``Analyzer(models=...)``),
+2. ``AGENDER_MODELS`` (an ``os.pathsep``-separated list),
+3. the user cache (``platformdirs.user_cache_dir("agender")/models``), where ``fetch`` writes,
+4. the repository's model folders (``face_net/``, ``age_gender_ssrnet/``, ``age_gender_net/``).
+
+A model's ``file`` is a relative path (``yunet/face_detection_yunet.onnx``) looked up in each
+directory; in the repository folders the bare file name is accepted too, so a user can drop a
+downloaded file next to the model card.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from agender.errors import ModelError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL_FOLDERS = ("face_net", "age_gender_ssrnet", "age_gender_net")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One file of the manifest."""
+
+    name: str  # what `agender models fetch NAME` takes (several files may share one)
+    file: str  # relative path inside a models directory
+    url: str
+    sha256: str  # "" = upstream publishes none
+    license: str = ""
+    input: str = ""
+    folder: str = ""  # repo folder whose models.toml lists it
+    size: int = 0
+
+    @property
+    def basename(self) -> str:
+        return Path(self.file).name
+
+
+def user_models_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("agender")) / "models"
+
+
+def cache_dir() -> Path:
+    """Where derived files (SSR-Net → ONNX conversions) are cached; never in the repo."""
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("AGENDER_CACHE") or user_cache_dir("agender"))
+
+
+@lru_cache(maxsize=1)
+def _manifest_cached(root: str) -> tuple[ModelEntry, ...]:
+    entries: list[ModelEntry] = []
+    for folder in MODEL_FOLDERS:
+        path = Path(root) / folder / "models.toml"
+        if not path.is_file():
+            continue
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+        for m in data.get("model", []):
+            entries.append(
+                ModelEntry(
+                    name=m["name"], file=m["file"], url=m.get("url", ""), sha256=m.get("sha256", ""),
+                    license=m.get("license", ""), input=m.get("input", ""), folder=folder,
+                    size=int(m.get("size", 0)),
+                )
+            )
+    return tuple(entries)
+
+
+def load_manifest(root: Path = REPO_ROOT) -> list[ModelEntry]:
+    return list(_manifest_cached(str(root)))
+
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file(path: Path | str) -> str:
+    """sha256 of a file; memoised by (path, size, mtime) so repeated resolves stay cheap."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _HASH_CACHE[key] = h.hexdigest()
+    return _HASH_CACHE[key]
+
+
+class ModelStore:
+    """Resolves manifest files to paths on disk, verifying their sha256."""
+
+    def __init__(self, dirs: Sequence[str | Path] | str | Path | None = None, *, verify: bool = True):
+        if isinstance(dirs, (str, Path)):
+            dirs = [dirs]
+        self.explicit = [Path(d).expanduser() for d in (dirs or [])]
+        self.verify = verify
+        self.manifest = load_manifest()
+
+    def search_path(self) -> list[Path]:
+        env = [Path(p).expanduser() for p in os.environ.get("AGENDER_MODELS", "").split(os.pathsep) if p]
+        repo = [REPO_ROOT / f for f in MODEL_FOLDERS]
+        return [*self.explicit, *env, user_models_dir(), *repo]
+
+    def entries(self, name: str | None = None) -> list[ModelEntry]:
+        if name is None:
+            return list(self.manifest)
+        hits = [e for e in self.manifest if e.name == name or e.name.split(":")[0] == name or e.file == name]
+        return hits
+
+    def entry_for_file(self, file: str) -> ModelEntry | None:
+        for e in self.manifest:
+            if e.file == file or e.basename == file:
+                return e
+        return None
+
+    def find(self, file: str) -> Path | None:
+        """First existing candidate for a manifest-relative path, unverified."""
+        for d in self.search_path():
+            for cand in (d / file, d / Path(file).name) if d.parent == REPO_ROOT else (d / file,):
+                if cand.is_file():
+                    return cand
+        return None
+
+    def resolve(self, file: str) -> Path:
+        """Path of ``file`` on the search path, checked against its manifest sha256.
+
+        Raises :class:`ModelError` with one line naming the file, the problem and the fix.
+        """
+        entry = self.entry_for_file(file)
+        path = self.find(file)
+        fetch_hint = f"run `agender models fetch {entry.name.split(':')[0]}`" if entry else "pass --models DIR"
+        if path is None:
+            where = os.pathsep.join(str(d) for d in self.search_path())
+            raise ModelError(f"model file {file} not found (searched {where}); {fetch_hint}")
+        if path.stat().st_size == 0:
+            raise ModelError(f"model file {path} is empty; {fetch_hint}")
+        if self.verify and entry is not None and entry.sha256:
+            got = sha256_file(path)
+            if got != entry.sha256:
+                raise ModelError(
+                    f"model file {path} is corrupt: sha256 {got[:12]}… != expected {entry.sha256[:12]}…; {fetch_hint}"
+                )
+        return path
+
+    def sha256(self, path: Path) -> str:
+        return sha256_file(path)
+
+
+def iter_dirs(dirs: Iterable[Path]) -> list[str]:
+    return [str(d) for d in dirs]
