@@ -19,6 +19,12 @@ def _nan(n: int) -> np.ndarray:
     return np.full(n, np.nan, dtype=np.float32)
 
 
+def _gender(p: float) -> str:
+    if p != p:  # NaN
+        return ""
+    return "male" if p >= 0.5 else "female"
+
+
 @dataclass(frozen=True)
 class Face:
     """One face, as a plain record (a row of :class:`Faces`)."""
@@ -31,13 +37,19 @@ class Face:
     p_male: float
     track_id: int = -1
     age_label: str = ""
+    track_conf: float = float("nan")
+    age_avg: float = float("nan")  # per-track smoothed values (NaN when not tracking)
+    p_male_avg: float = float("nan")
 
     @property
     def gender(self) -> str:
         """``"male"``/``"female"``, or ``""`` when P(male) is unknown."""
-        if np.isnan(self.p_male):
-            return ""
-        return "male" if self.p_male >= 0.5 else "female"
+        return _gender(self.p_male)
+
+    @property
+    def gender_avg(self) -> str:
+        """Gender from the track's smoothed P(male) (``""`` when not tracking)."""
+        return _gender(self.p_male_avg)
 
     @property
     def label(self) -> str:
@@ -65,6 +77,10 @@ class Faces:
     p_male: np.ndarray | None = None
     track_id: np.ndarray | None = None
     age_label: list[str] | None = None  # e.g. Levi–Hassner bucket "(25-32)"
+    # Filled by the tracker (agender.tracking): per-track smoothed estimates; NaN otherwise.
+    track_conf: np.ndarray | None = None
+    age_avg: np.ndarray | None = None
+    p_male_avg: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -72,7 +88,7 @@ class Faces:
         self.det_conf = np.asarray(self.det_conf, dtype=np.float32).reshape(n)
         if self.landmarks is not None:
             self.landmarks = np.asarray(self.landmarks, dtype=np.float32).reshape(n, -1, 2)
-        for name in ("age", "age_std", "p_male"):
+        for name in ("age", "age_std", "p_male", "track_conf", "age_avg", "p_male_avg"):
             v = getattr(self, name)
             setattr(self, name, _nan(n) if v is None else np.asarray(v, np.float32).reshape(n))
         if self.track_id is None:
@@ -103,6 +119,9 @@ class Faces:
             p_male=self.p_male[idx],
             track_id=self.track_id[idx],
             age_label=[self.age_label[i] for i in idx],
+            track_conf=self.track_conf[idx],
+            age_avg=self.age_avg[idx],
+            p_male_avg=self.p_male_avg[idx],
         )
 
     def __iter__(self) -> Iterator[Face]:
@@ -116,6 +135,9 @@ class Faces:
                 p_male=float(self.p_male[i]),
                 track_id=int(self.track_id[i]),
                 age_label=self.age_label[i],
+                track_conf=float(self.track_conf[i]),
+                age_avg=float(self.age_avg[i]),
+                p_male_avg=float(self.p_male_avg[i]),
             )
 
     @property
@@ -156,6 +178,9 @@ class Faces:
             p_male=np.concatenate([f.p_male for f in items]),
             track_id=np.concatenate([f.track_id for f in items]),
             age_label=sum((f.age_label for f in items), []),
+            track_conf=np.concatenate([f.track_conf for f in items]),
+            age_avg=np.concatenate([f.age_avg for f in items]),
+            p_male_avg=np.concatenate([f.p_male_avg for f in items]),
         )
 
 
