@@ -1,0 +1,50 @@
+"""The sink protocol and atomic-write helpers.
+
+A sink receives every analysed frame with its faces, writes to a temporary file next to its
+target, and only :meth:`Sink.close` moves the finished file into place (``os.replace``), so an
+interrupted run never leaves a file that looks complete. :meth:`Sink.abort` discards.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from agender.faces import Faces
+    from agender.io.sources import Frame
+
+
+@runtime_checkable
+class Sink(Protocol):
+    def write(self, frame: "Frame", faces: "Faces") -> None:
+        """``frame.image`` is the full-resolution BGR frame; ``faces`` its analysed faces."""
+        ...
+
+    def close(self) -> None:
+        """Finish and move the output into place atomically."""
+        ...
+
+    def abort(self) -> None:
+        """Discard the temporary output (the run failed)."""
+        ...
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
