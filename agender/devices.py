@@ -28,6 +28,9 @@ _PROVIDER_BY_DEVICE = {
     "cpu": "CPUExecutionProvider",
 }
 _AUTO_ORDER = ["tensorrt", "cuda", "openvino", "coreml", "directml"]
+# TensorRT hands the nodes it cannot build to the next provider: keep CUDA behind it, not only CPU.
+_BACKUPS = {"tensorrt": ["cuda"]}
+_LABELS = {"tensorrt": "TensorRT", "openvino": "OpenVINO", "coreml": "CoreML", "directml": "DirectML"}
 
 
 def available_providers() -> list[str]:
@@ -41,11 +44,13 @@ def parse_device(device: str) -> tuple[str, int]:
     name, _, idx = (device or "auto").strip().lower().partition(":")
     if name == "gpu":
         name = "cuda"
-    if name not in _PROVIDER_BY_DEVICE and name != "auto":
+    if (name not in _PROVIDER_BY_DEVICE and name != "auto") or (idx and not idx.isdigit()):
         from agender.errors import AgenderError
 
         raise AgenderError(
-            f"unknown device {device!r}: use auto, cpu, " + ", ".join(k for k in _PROVIDER_BY_DEVICE if k != "cpu")
+            f"unknown device {device!r}: use auto, cpu, "
+            + ", ".join(k for k in _PROVIDER_BY_DEVICE if k != "cpu")
+            + " (optionally with an index, e.g. cuda:1)"
         )
     return name, int(idx or 0)
 
@@ -54,7 +59,7 @@ def providers_for(device: str, available: Sequence[str] | None = None) -> list[A
     """onnxruntime providers for ``device`` in preference order, CPU always last."""
     available = list(available if available is not None else available_providers())
     name, idx = parse_device(device)
-    wanted = _AUTO_ORDER if name == "auto" else ([] if name == "cpu" else [name])
+    wanted = _AUTO_ORDER if name == "auto" else ([] if name == "cpu" else [name, *_BACKUPS.get(name, [])])
     out: list[Any] = []
     for dev in wanted:
         prov = _PROVIDER_BY_DEVICE[dev]
@@ -71,7 +76,7 @@ def _provider_name(p: Any) -> str:
 def device_label(provider: str) -> str:
     for dev, prov in _PROVIDER_BY_DEVICE.items():
         if prov == provider:
-            return dev.upper() if dev != "directml" else "DirectML"
+            return _LABELS.get(dev, dev.upper())
     return provider
 
 
@@ -101,6 +106,7 @@ class OnnxSession:
     threads: int | None = None
     session_factory: Callable[..., Any] | None = None  # injectable for fault tests
     name: str = "model"
+    available: Sequence[str] | None = None  # providers to assume present (default: onnxruntime's list)
     device_used: str = field(init=False, default="CPU")
     fallback_reason: str = field(init=False, default="")
     _sess: Any = field(init=False, default=None, repr=False)
@@ -113,19 +119,24 @@ class OnnxSession:
         self._factory = self.session_factory or ort.InferenceSession
         model = str(self.model) if isinstance(self.model, Path) else self.model
         self._model = model
-        providers = providers_for(self.device)
+        providers = providers_for(self.device, self.available)
+        requested, _ = parse_device(self.device)
         try:
             self._sess = self._factory(model, sess_options=self._options(), providers=providers)
+        except Exception as exc:  # accelerator failed at creation
+            if _provider_name(providers[0]) == "CPUExecutionProvider":
+                raise self._load_error(exc) from exc
+            self._fall_back(exc)
+        else:
             used = self._sess.get_providers()[0]
             wanted = _provider_name(providers[0])
             if wanted != "CPUExecutionProvider" and used == "CPUExecutionProvider":
                 self._note_fallback(f"{device_label(wanted)} unavailable")
+            elif requested not in ("auto", "cpu") and wanted == "CPUExecutionProvider":
+                # asked for an accelerator onnxruntime does not have: say so instead of a silent "CPU"
+                self._note_fallback(f"{device_label(_PROVIDER_BY_DEVICE[requested])} unavailable")
             self.device_used = device_label(used) + (f" ({self.fallback_reason})" if self.fallback_reason else "")
             self._verified = used == "CPUExecutionProvider"
-        except Exception as exc:  # accelerator failed at creation
-            if _provider_name(providers[0]) == "CPUExecutionProvider":
-                raise
-            self._fall_back(exc)
         self.input_names = [i.name for i in self._sess.get_inputs()]
         self.output_names = [o.name for o in self._sess.get_outputs()]
 
@@ -142,14 +153,28 @@ class OnnxSession:
         self.fallback_reason = reason
         log.warning("%s: %s, running on CPU", self.name, reason)
 
-    def _fall_back(self, exc: BaseException) -> None:
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}".rstrip(": ")
-        self._note_fallback(f"accelerator failed: {reason}")
-        self._sess = self._ort.InferenceSession(
-            self._model, sess_options=self._options(), providers=["CPUExecutionProvider"]
-        )
+    def _load_error(self, exc: BaseException):
+        from agender.errors import ModelError
+
+        return ModelError(f"cannot load {self.name} with onnxruntime: {_first_line(exc)}")
+
+    def _cpu_session(self) -> Any:
+        # through the same factory, so an injected/wrapping factory also builds the CPU session
+        try:
+            return self._factory(self._model, sess_options=self._options(), providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise self._load_error(exc) from exc
+
+    def _adopt_cpu(self, sess: Any, exc: BaseException) -> None:
+        self._note_fallback(f"accelerator failed: {_first_line(exc)}")
+        self._sess = sess
         self.device_used = f"CPU ({self.fallback_reason})"
         self._verified = True
+        self.input_names = [i.name for i in sess.get_inputs()]
+        self.output_names = [o.name for o in sess.get_outputs()]
+
+    def _fall_back(self, exc: BaseException) -> None:
+        self._adopt_cpu(self._cpu_session(), exc)
 
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         if self._verified:
@@ -158,10 +183,16 @@ class OnnxSession:
             out = self._sess.run(outputs, feeds)
             self._verified = True
             return out
-        except Exception as exc:  # accelerator failed at first inference
-            self._fall_back(exc)
-            self.input_names = [i.name for i in self._sess.get_inputs()]
-            return self._sess.run(outputs, feeds)
+        except Exception as exc:  # accelerator failed at first inference -- or the input is bad
+            cpu = self._cpu_session()
+            out = cpu.run(outputs, feeds)  # fails too: the input is at fault, keep the accelerator
+            self._adopt_cpu(cpu, exc)
+            return out
+
+
+def _first_line(exc: BaseException) -> str:
+    msg = str(exc).strip()
+    return f"{type(exc).__name__}: {msg.splitlines()[0][:120]}" if msg else type(exc).__name__
 
 
 def cv2_dnn_target(net: Any, device: str) -> str:
