@@ -97,10 +97,20 @@ class VideoSource:
         self.skip_to = max(0, int(skip_to))
         self.max_frames = max_frames
         self.frames_read = 0
+        self._seek_to: int | None = None
+
+    def seek(self, index: int) -> None:
+        """Make the next ``iter()`` start at frame ``index`` by a container seek (fast; what the
+        GUI's seek slider and loop need). ``skip_to`` stays the exact way for offline resumes."""
+        self._seek_to = max(0, int(index))
 
     def __iter__(self) -> Iterator[Frame]:
         first = max(self.skip_to, int(round(self.start_s * self.fps)))
         idx, emitted = 0, 0
+        if self._seek_to is not None:
+            first = idx = self._seek_to
+            self._seek_to = None
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, first)
         while idx < first:  # grab() skips decoding-to-BGR: exact and cheap
             if not self.cap.grab():
                 return
