@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import cv2
 import numpy as np
@@ -68,23 +68,30 @@ class VideoSource:
 
     ``every`` keeps one frame in N (``--fps``); ``start_s``/``end_s`` bound the range;
     ``skip_to`` resumes at a frame index by grabbing (not decoding) the frames before it, which
-    is exact where container seeking is not.
+    is exact where container seeking is not. ``rate`` keeps the first frame of every 1/rate
+    seconds of video time (decided from the frame index alone, so a resumed run picks the same
+    frames). ``check_length`` turns an early end of stream (a truncated or corrupt file) into a
+    :class:`SourceError` instead of a quiet short read.
     """
 
     is_live = False
 
     def __init__(self, spec: str, *, start_s: float = 0.0, end_s: float | None = None, every: int = 1,
-                 skip_to: int = 0, max_frames: int | None = None, open_timeout_s: float = 10.0):
+                 skip_to: int = 0, max_frames: int | None = None, open_timeout_s: float = 10.0,
+                 rate: float | None = None, check_length: bool = False):
         self.spec = str(spec)
         self.name = Path(self.spec).stem if not is_url(self.spec) else self.spec.rstrip("/").rsplit("/", 1)[-1] or "stream"
         if not is_url(self.spec):
             _check_file(self.spec)
+        elif self.spec.lower().startswith(("http://", "https://")):
+            _check_http(self.spec, open_timeout_s)
+        self.open_timeout_s = open_timeout_s
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(open_timeout_s * 1000)]
         self.cap = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, params)
         if not self.cap.isOpened():
             self.cap.release()
-            raise SourceError(f"{self.spec}: cannot open as video ({_why_not_video(self.spec)})")
+            raise SourceError(f"{self.spec}: cannot open as video ({_why_not_video(self.spec, open_timeout_s)})")
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS)) or 25.0
         if not (0 < self.fps < 1000):
             self.fps = 25.0
@@ -96,6 +103,8 @@ class VideoSource:
         self.every = max(1, int(every))
         self.skip_to = max(0, int(skip_to))
         self.max_frames = max_frames
+        self.rate = float(rate) if rate and rate > 0 else None
+        self.check_length = check_length
         self.frames_read = 0
         self._seek_to: int | None = None
 
@@ -113,6 +122,7 @@ class VideoSource:
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, first)
         while idx < first:  # grab() skips decoding-to-BGR: exact and cheap
             if not self.cap.grab():
+                self._ended_at(idx)
                 return
             idx += 1
         while True:
@@ -121,18 +131,33 @@ class VideoSource:
                 return
             if self.max_frames is not None and emitted >= self.max_frames:
                 return
-            if (idx - first) % self.every:
+            if (idx - first) % self.every or not self._in_rate(idx):
                 if not self.cap.grab():
+                    self._ended_at(idx)
                     return
                 idx += 1
                 continue
             ok, img = self.cap.read()
             if not ok:
+                self._ended_at(idx)
                 return
             self.frames_read += 1
             yield Frame(idx, t, img, self.name)
             emitted += 1
             idx += 1
+
+    def _in_rate(self, idx: int) -> bool:
+        """True for the first frame of each 1/rate-second slot of video time."""
+        if self.rate is None or self.rate >= self.fps or idx == 0:
+            return True
+        r = self.rate / self.fps
+        return int(idx * r + 1e-9) != int((idx - 1) * r + 1e-9)
+
+    def _ended_at(self, idx: int) -> None:
+        """Raise when the stream ended well before the container's frame count."""
+        n = self.frame_count
+        if self.check_length and n and idx < n - max(3, n // 50):
+            raise SourceError(f"{self.spec}: video ends at frame {idx} of {n} (truncated or corrupt)")
 
     def close(self) -> None:
         self.cap.release()
@@ -177,15 +202,26 @@ class ImageSource:
     is_live = False
     fps = 0.0
 
-    def __init__(self, paths: list[str | Path], *, name: str = "images", max_pixels: int = 100_000_000):
+    def __init__(self, paths: list[str | Path], *, name: str = "images", max_pixels: int = 100_000_000,
+                 skip_to: int = 0, on_error: Callable[[Path, SourceError], None] | None = None):
         self.paths = [Path(p) for p in paths]
         self.name = name
         self.frame_count = len(self.paths)
         self.max_pixels = max_pixels
+        self.skip_to = max(0, int(skip_to))  # resume: first list position to read
+        self.on_error = on_error  # given: a bad image is reported and skipped, not raised
 
     def __iter__(self) -> Iterator[Frame]:
-        for i, p in enumerate(self.paths):
-            yield Frame(i, 0.0, read_image(p, self.max_pixels), str(p))
+        for i in range(self.skip_to, len(self.paths)):
+            p = self.paths[i]
+            try:
+                img = read_image(p, self.max_pixels)
+            except SourceError as exc:
+                if self.on_error is None:
+                    raise
+                self.on_error(p, exc)
+                continue
+            yield Frame(i, 0.0, img, str(p))
 
     def close(self) -> None:
         pass
@@ -230,12 +266,38 @@ def _check_file(spec: str) -> None:
         raise SourceError(f"{spec}: empty file (0 bytes)")
 
 
-def _why_not_video(spec: str) -> str:
+def _check_http(url: str, timeout_s: float) -> None:
+    """Ask the server first, so 404 / refused / silent servers get their own one-line reason
+    (FFmpeg would only say "cannot open")."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Range": "bytes=0-0", "User-Agent": "agender"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s):
+            pass
+    except urllib.error.HTTPError as exc:
+        raise SourceError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (socket.timeout, TimeoutError):
+        raise SourceError(f"{url}: no answer within {timeout_s:g} s (timed out)") from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            raise SourceError(f"{url}: no answer within {timeout_s:g} s (timed out)") from None
+        if isinstance(reason, ConnectionRefusedError):
+            raise SourceError(f"{url}: connection refused") from None
+        raise SourceError(f"{url}: cannot connect ({getattr(reason, 'strerror', None) or reason})") from None
+    except OSError as exc:
+        raise SourceError(f"{url}: cannot connect ({exc.strerror or exc})") from None
+
+
+def _why_not_video(spec: str, timeout_s: float = 5.0) -> str:
     """A best guess at why FFmpeg refused ``spec``, via PyAV's probe (clearer errors)."""
     try:
         import av
 
-        with av.open(spec, timeout=5) as c:
+        with av.open(spec, timeout=timeout_s) as c:
             if not c.streams.video:
                 return "no video stream"
             return "unsupported codec"
