@@ -107,6 +107,7 @@ class OnnxSession:
     session_factory: Callable[..., Any] | None = None  # injectable for fault tests
     name: str = "model"
     available: Sequence[str] | None = None  # providers to assume present (default: onnxruntime's list)
+    config: dict[str, str] = field(default_factory=dict)  # onnxruntime session config entries
     device_used: str = field(init=False, default="CPU")
     fallback_reason: str = field(init=False, default="")
     _sess: Any = field(init=False, default=None, repr=False)
@@ -147,6 +148,8 @@ class OnnxSession:
         so.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        for key, value in self.config.items():  # e.g. {"session.intra_op.allow_spinning": "0"}
+            so.add_session_config_entry(key, value)
         return so
 
     def _note_fallback(self, reason: str) -> None:
