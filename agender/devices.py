@@ -108,6 +108,9 @@ class OnnxSession:
     name: str = "model"
     available: Sequence[str] | None = None  # providers to assume present (default: onnxruntime's list)
     config: dict[str, str] = field(default_factory=dict)  # onnxruntime session config entries
+    # "all" | "extended" | "basic" | "disable": some graphs run slower under "all" (its NCHWc
+    # layout rewrite doubles the Cydral age net's CPU time), so a model may ask for less.
+    opt_level: str = "all"
     device_used: str = field(init=False, default="CPU")
     fallback_reason: str = field(init=False, default="")
     _sess: Any = field(init=False, default=None, repr=False)
@@ -146,7 +149,11 @@ class OnnxSession:
         so.intra_op_num_threads = self.threads or default_threads()
         so.inter_op_num_threads = 1
         so.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        levels = self._ort.GraphOptimizationLevel
+        so.graph_optimization_level = {
+            "disable": levels.ORT_DISABLE_ALL, "basic": levels.ORT_ENABLE_BASIC,
+            "extended": levels.ORT_ENABLE_EXTENDED,
+        }.get(self.opt_level, levels.ORT_ENABLE_ALL)
         so.log_severity_level = 3
         for key, value in self.config.items():  # e.g. {"session.intra_op.allow_spinning": "0"}
             so.add_session_config_entry(key, value)
