@@ -107,6 +107,7 @@ class ModelStore:
         self.explicit = [Path(d).expanduser() for d in (dirs or [])]
         self.verify = verify
         self.manifest = load_manifest()
+        self.resolved: dict[str, Path] = {}  # what this store handed out (sidecars list them with sha256)
 
     def search_path(self) -> list[Path]:
         env = [Path(p).expanduser() for p in os.environ.get("AGENDER_MODELS", "").split(os.pathsep) if p]
@@ -152,6 +153,7 @@ class ModelStore:
                 raise ModelError(
                     f"model file {path} is corrupt: sha256 {got[:12]}… != expected {entry.sha256[:12]}…; {fetch_hint}"
                 )
+        self.resolved[file] = path
         return path
 
     def sha256(self, path: Path) -> str:
