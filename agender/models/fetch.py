@@ -196,7 +196,7 @@ def _describe(exc: BaseException, url: str, timeout: float) -> tuple[str, bool]:
         return f"timed out after {timeout:g}s (no answer from the server)", False
     if isinstance(reason, ConnectionRefusedError):
         host = urllib.parse.urlsplit(url).netloc
-        return f"connection refused by {host} (server down or wrong {MODELS_URL_ENV}?)", True
+        return f"connection refused by {host} (server down, or offline?)", True
     if isinstance(reason, socket.gaierror):
         host = urllib.parse.urlsplit(url).hostname
         return f"cannot resolve host {host} (offline?)", True
@@ -225,7 +225,7 @@ def _download(entry: ModelEntry, url: str, part: Path, *, timeout: float, progre
     except (urllib.error.URLError, OSError) as exc:
         raise fail(*_describe(exc, url, timeout)) from None
     except ValueError as exc:  # malformed URL, e.g. a mirror without a scheme
-        raise fail(str(exc)) from None
+        raise fail(f"{exc} (a models URL starts with http://, https:// or file://)") from None
 
     with resp:
         status = getattr(resp, "status", None) or 200
