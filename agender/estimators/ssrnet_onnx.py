@@ -33,7 +33,7 @@ import numpy as np
 
 from agender.errors import ModelError
 
-CONVERTER_VERSION = "ssrnet-onnx/1"
+CONVERTER_VERSION = "ssrnet-onnx/2"
 OPSET = 17
 BN_EPSILON = 1e-3  # Keras BatchNormalization default, used by every SSR-Net checkpoint
 INPUT_NAME = "input"  # (N, 64, 64, 3) float32 BGR, per-image min-max scaled to 0..255
@@ -121,7 +121,7 @@ class _GraphBuilder:
         return out
 
     # -- layers ------------------------------------------------------------------------------
-    def conv_bn(self, x: str, conv: list[np.ndarray], bn: list[np.ndarray] | None, act: str) -> str:
+    def conv_bn(self, x: str, conv: list[np.ndarray], bn: list[np.ndarray] | None, act: str | None) -> str:
         """Keras Conv2D (valid, stride 1) + optional BatchNormalization folded in + activation."""
         kernel, bias = conv
         w = kernel.transpose(3, 2, 0, 1).astype(np.float64)  # (kh,kw,cin,cout) → (cout,cin,kh,kw)
@@ -134,7 +134,7 @@ class _GraphBuilder:
         kh, kw = w.shape[2:]
         y = self.op("Conv", [x, self.const(w.astype(np.float32)), self.const(b.astype(np.float32))],
                     kernel_shape=[kh, kw], pads=[0, 0, 0, 0], strides=[1, 1])
-        return self.op(act, [y])
+        return self.op(act, [y]) if act else y
 
     def pool(self, x: str, kind: str, size: int) -> str:
         return self.op(kind, [x], kernel_shape=[size, size], strides=[size, size])
@@ -184,16 +184,19 @@ def build_ssrnet(weights: KerasWeights, kind: str | None = None, lambda_local: f
     nchw = g.op("Transpose", [INPUT_NAME], perm=[0, 3, 1, 2])
 
     # Two streams: x = conv/BN/ReLU/avg-pool (convs 0-3), s = conv/BN/tanh/max-pool (convs 4-7).
+    # tanh is monotonic, so max-pool(tanh(v)) == tanh(max-pool(v)): pooling first computes
+    # tanh on a quarter of the values (it was the costliest non-conv op of the s stream).
     x, s = nchw, nchw
     x_pooled, s_pooled = [], []
     for i in range(4):
         x = g.conv_bn(x, convs[i], bns[i], "Relu")
-        s = g.conv_bn(s, convs[4 + i], bns[4 + i], "Tanh")
         if i < 3:
             x = g.pool(x, "AveragePool", 2)
-            s = g.pool(s, "MaxPool", 2)
+            s = g.op("Tanh", [g.pool(g.conv_bn(s, convs[4 + i], bns[4 + i], None), "MaxPool", 2)])
             x_pooled.append(x)
             s_pooled.append(s)
+        else:
+            s = g.conv_bn(s, convs[4 + i], bns[4 + i], "Tanh")
 
     # Stage k reads the streams at decreasing depth: stage 1 the last block (4x4), stage 2 after
     # pool 2 (14x14 → max/avg pool 4 → 3x3), stage 3 after pool 1 (31x31 → pool 8 → 3x3).
