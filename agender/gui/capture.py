@@ -1,0 +1,310 @@
+"""The capture thread: reads a source and keeps only the newest frame.
+
+Why a thread of its own with a one-slot mailbox (:class:`FrameSlot`): when inference is slower
+than the camera, the frames it cannot keep up with are dropped *here*, before they queue up,
+so the picture on screen is never older than one inference. Files are paced at their native
+frame rate (a 12 fps clip plays in real time) unless ``realtime=False`` (soak tests, benchmarks).
+
+Live sources (cameras, network streams) that fail — not there, busy, unplugged — are retried
+with exponential back-off; the window shows a message (or the kiosk idle screen) meanwhile.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from PyQt5.QtCore import QThread, pyqtSignal
+
+from agender.errors import AgenderError, SourceError
+from agender.io.sources import CameraSource, Frame, is_url, open_source, parse_camera
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Captured:
+    """A frame plus what the pipeline needs to measure latency and ignore stale sources."""
+
+    frame: Frame
+    t_capture: float  # time.monotonic() when the frame was read
+    generation: int  # which opened source it came from (bumped on every open/seek)
+
+
+class FrameSlot:
+    """A one-slot, latest-wins mailbox between two threads.
+
+    ``put`` never blocks: a new item replaces an unread one (counted in :attr:`dropped`), so
+    memory stays bounded at one frame whatever the speeds on either side.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: Any = None
+        self.dropped = 0
+
+    def put(self, item: Any) -> None:
+        with self._cond:
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The newest item (taking it out), or ``None`` after ``timeout`` seconds."""
+        with self._cond:
+            if self._item is None:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+    def peek(self) -> Any:
+        with self._cond:
+            return self._item
+
+    def clear(self) -> None:
+        with self._cond:
+            self._item = None
+
+
+@dataclass
+class Backoff:
+    """Retry delays that grow ``factor``-fold up to ``maximum``; :meth:`reset` after a success."""
+
+    initial: float = 0.5
+    factor: float = 2.0
+    maximum: float = 10.0
+    _next: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self.maximum, self._next * self.factor)
+        return delay
+
+
+def is_live_spec(spec: str) -> bool:
+    """Cameras and network streams are retried when they fail; files are not."""
+    return parse_camera(str(spec)) is not None or is_url(str(spec))
+
+
+def list_cameras(max_index: int = 4, opener: Callable[[int], Any] = CameraSource) -> list[int]:
+    """Indices of the cameras that actually open (a device node that exists but is busy or
+    not a capture device is left out). Slow (each probe opens a device): call off the UI thread."""
+    found = []
+    for i in range(max_index + 1):
+        try:
+            cam = opener(i)
+        except AgenderError:
+            continue
+        except Exception:  # noqa: BLE001 - a driver error means "not usable"
+            continue
+        try:
+            cam.close()
+        finally:
+            found.append(i)
+    return found
+
+
+class CaptureThread(QThread):
+    """Reads ``spec`` into ``slot``; controllable from the UI thread (pause, step, seek, loop).
+
+    Signals (delivered on the UI thread):
+    ``opened(dict)`` name/fps/frame_count/is_live of the source;
+    ``failed(str, float)`` the one-line error and the seconds until the next retry
+    (``-1`` = no retry: the source is given up, e.g. an unreadable file);
+    ``position(int)`` index of the last frame read; ``ended()`` a file reached its end;
+    ``paused_changed(bool)``.
+    """
+
+    opened = pyqtSignal(dict)
+    failed = pyqtSignal(str, float)
+    position = pyqtSignal(int)
+    ended = pyqtSignal()
+    paused_changed = pyqtSignal(bool)
+
+    def __init__(self, spec: str, slot: FrameSlot, *, opener: Callable[[str], Any] = open_source,
+                 realtime: bool = True, loop: bool = False, reconnect: bool | None = None,
+                 backoff: Backoff | None = None, generation: int = 0, parent=None):
+        super().__init__(parent)
+        self.spec = str(spec)
+        self.slot = slot
+        self.opener = opener
+        self.realtime = realtime
+        self.reconnect = is_live_spec(self.spec) if reconnect is None else reconnect
+        self.backoff = backoff or Backoff()
+        self.generation = generation
+        self.fps = 0.0  # measured capture rate (EMA)
+        self.source: Any = None
+        self.retries = 0  # reconnect attempts so far (read by tests and the status bar)
+        self._loop = loop
+        self._paused = False
+        self._step = False
+        self._refresh = False
+        self._seek_to: int | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Condition()
+        self._last: Frame | None = None
+        self._last_pos_emit = 0.0
+
+    # -- control (any thread) -------------------------------------------------------------
+    def _poke(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._poke()
+
+    def set_paused(self, paused: bool) -> None:
+        if paused != self._paused:
+            self._paused = paused
+            self.paused_changed.emit(paused)
+        self._poke()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def step(self) -> None:
+        """Show the next frame while paused."""
+        self._step = True
+        self._poke()
+
+    def refresh(self) -> None:
+        """Hand the last frame to the worker again (paused: after a model or view change)."""
+        self._refresh = True
+        self._poke()
+
+    def seek(self, index: int) -> None:
+        self._seek_to = max(0, int(index))
+        self._poke()
+
+    def set_loop(self, loop: bool) -> None:
+        self._loop = loop
+        self._poke()
+
+    # -- thread body ----------------------------------------------------------------------
+    def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` or until poked (stop, seek, step...)."""
+        with self._wake:
+            if not self._stop.is_set():
+                self._wake.wait(max(0.0, seconds))
+
+    def run(self) -> None:  # noqa: D401 - QThread entry point
+        while not self._stop.is_set():
+            try:
+                src = self.opener(self.spec)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+                if not self._failed(exc):
+                    return
+                continue
+            self.source = src
+            try:
+                self.opened.emit({
+                    "name": getattr(src, "name", self.spec), "fps": float(getattr(src, "fps", 0.0) or 0.0),
+                    "frame_count": getattr(src, "frame_count", None), "is_live": bool(getattr(src, "is_live", False)),
+                    "spec": self.spec,
+                })
+                self._play(src)
+            except Exception as exc:  # noqa: BLE001
+                if not self._failed(exc):
+                    return
+            finally:
+                try:
+                    src.close()
+                finally:
+                    self.source = None
+            if not self.reconnect:
+                return
+
+    def _failed(self, exc: BaseException) -> bool:
+        """Report ``exc``; True when we will retry (after sleeping the back-off delay)."""
+        msg = str(exc) if isinstance(exc, AgenderError) else f"{self.spec}: {type(exc).__name__}: {exc}"
+        if not self.reconnect or self._stop.is_set():
+            self.failed.emit(msg, -1.0)
+            return False
+        delay = self.backoff.next()
+        self.retries += 1
+        log.info("%s; retrying in %.1f s", msg, delay)
+        self.failed.emit(msg, delay)
+        self._sleep(delay)
+        return not self._stop.is_set()
+
+    def _play(self, src) -> None:
+        live = bool(getattr(src, "is_live", False))
+        fps = float(getattr(src, "fps", 0.0) or 0.0)
+        can_seek = hasattr(src, "seek")
+        it = iter(src)
+        t_ref = idx_ref = None
+        t_next = 0.0  # when the next frame is due (keeps the rhythm across a loop's rewind)
+        t_prev = None
+        read_since_rewind = 0
+        at_end = False
+        while not self._stop.is_set():
+            seek_to, self._seek_to = self._seek_to, None
+            if seek_to is not None and can_seek:
+                src.seek(seek_to)
+                it, t_ref, at_end, read_since_rewind = iter(src), None, False, 0
+                self.generation += 1
+                self._step = self._step or self._paused  # show where we landed
+            if self._refresh:
+                self._refresh = False
+                if self._last is not None:
+                    self.slot.put(Captured(self._last, time.monotonic(), self.generation))
+            want = (not self._paused and not at_end) or self._step
+            if not want and not live:
+                self._sleep(0.1)
+                continue
+            try:
+                fr = next(it)
+            except StopIteration:
+                if live or (self.reconnect and not self._loop):
+                    raise SourceError(f"{self.spec}: stream ended") from None
+                if self._loop and can_seek and read_since_rewind:
+                    src.seek(0)
+                    it, t_ref, read_since_rewind = iter(src), None, 0
+                    self.generation += 1
+                    continue
+                if not at_end:
+                    at_end = True
+                    self.ended.emit()
+                self._step = False
+                self._sleep(0.1)
+                continue
+            read_since_rewind += 1
+            if live and not want:
+                continue  # paused camera: keep draining the driver's buffer, show nothing new
+            self._step = False
+            now = time.monotonic()
+            if self.realtime and not live and fps > 0:
+                if t_ref is None or idx_ref is None or fr.index < idx_ref:
+                    t_ref, idx_ref = max(now, t_next), fr.index
+                due = t_ref + (fr.index - idx_ref) / fps
+                t_next = due + 1.0 / fps
+                if due - now > 0:
+                    self._sleep(due - now)
+                    if self._stop.is_set():
+                        return
+                    if self._seek_to is not None:
+                        continue  # the user moved the slider while we waited: drop this frame
+                elif now - due > 0.5:  # fell far behind (slow decode): re-anchor, don't sprint
+                    t_ref, idx_ref, t_next = now, fr.index, now + 1.0 / fps
+                now = time.monotonic()
+            if t_prev is not None and now > t_prev:
+                inst = 1.0 / (now - t_prev)
+                self.fps = inst if self.fps == 0 else 0.9 * self.fps + 0.1 * inst
+            t_prev = now
+            self._last = fr
+            self.backoff.reset()
+            self.slot.put(Captured(fr, now, self.generation))
+            if now - self._last_pos_emit > 0.05 or self._paused:
+                self._last_pos_emit = now
+                self.position.emit(fr.index)

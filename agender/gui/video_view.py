@@ -1,0 +1,126 @@
+"""The video view: shows the worker's ready-made picture, scaled with the window (aspect kept).
+
+It only paints. Overlays are already in the picture (drawn by the worker at this view's size),
+so a resize costs one scaled blit until the next frame arrives at the new size. When there is
+no picture — starting, a camera that is gone — it paints a message or the kiosk idle screen.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PyQt5.QtCore import QRect, QSize, Qt, pyqtSignal
+from PyQt5.QtGui import QColor, QFont, QImage, QPainter
+from PyQt5.QtWidgets import QSizePolicy, QWidget
+
+
+def rgb_to_qimage(rgb: np.ndarray) -> QImage:
+    """Wrap a contiguous HxWx3 uint8 RGB array (no copy: keep the array alive with the image)."""
+    h, w = rgb.shape[:2]
+    return QImage(rgb.data, w, h, int(rgb.strides[0]), QImage.Format_RGB888)
+
+
+class VideoView(QWidget):
+    """Signals: ``resized(int, int)`` the drawable size; ``file_dropped(str)`` a dropped file."""
+
+    resized = pyqtSignal(int, int)
+    file_dropped = pyqtSignal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.setMinimumSize(320, 180)
+        self.setAcceptDrops(True)
+        self.setAttribute(Qt.WA_OpaquePaintEvent)
+        self.image_array: np.ndarray | None = None  # the RGB picture on screen (tests read it)
+        self._qimage: QImage | None = None
+        self.message = "Open a video, a stream or a camera (Ctrl+O, or drop a file here)"
+        self.banner = ""  # shown over the picture (e.g. "reconnecting…")
+        self.idle = False  # kiosk idle screen instead of the picture
+        self.idle_painter: Callable[[QPainter, QRect, str], None] | None = None
+        self.frames_shown = 0
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(960, 540)
+
+    # -- content ----------------------------------------------------------------------------
+    def set_frame(self, rgb: np.ndarray) -> None:
+        self.image_array = rgb
+        self._qimage = rgb_to_qimage(rgb)
+        self.idle = False
+        self.frames_shown += 1
+        self.update()
+
+    def clear(self, message: str = "") -> None:
+        self.image_array = None
+        self._qimage = None
+        self.message = message
+        self.update()
+
+    def set_message(self, message: str) -> None:
+        self.message = message
+        self.update()
+
+    def set_banner(self, text: str) -> None:
+        self.banner = text
+        self.update()
+
+    def set_idle(self, idle: bool, message: str = "") -> None:
+        self.idle = idle
+        if message:
+            self.message = message
+        self.update()
+
+    def image_rect(self) -> QRect:
+        """Where the picture is drawn inside the widget (centred, aspect kept)."""
+        if self._qimage is None:
+            return QRect()
+        iw, ih = self._qimage.width(), self._qimage.height()
+        s = min(self.width() / iw, self.height() / ih)
+        w, h = int(round(iw * s)), int(round(ih * s))
+        return QRect((self.width() - w) // 2, (self.height() - h) // 2, w, h)
+
+    # -- Qt events --------------------------------------------------------------------------
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self.resized.emit(self.width(), self.height())
+
+    def paintEvent(self, event) -> None:  # noqa: N802
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor(16, 18, 22))
+        if self.idle and self.idle_painter is not None:
+            self.idle_painter(p, self.rect(), self.message)
+            p.end()
+            return
+        if self._qimage is not None:
+            r = self.image_rect()
+            if r.size() != self._qimage.size():
+                p.setRenderHint(QPainter.SmoothPixmapTransform)
+            p.drawImage(r, self._qimage)
+        elif self.message:
+            self._text(p, self.rect(), self.message, 13, QColor(200, 204, 212))
+        if self.banner:
+            band = QRect(0, self.height() - 40, self.width(), 40)
+            p.fillRect(band, QColor(0, 0, 0, 170))
+            self._text(p, band, self.banner, 11, QColor(255, 214, 102))
+        p.end()
+
+    @staticmethod
+    def _text(p: QPainter, rect: QRect, text: str, pt: int, color: QColor) -> None:
+        f = QFont(p.font())
+        f.setPointSize(pt)
+        p.setFont(f)
+        p.setPen(color)
+        p.drawText(rect.adjusted(20, 0, -20, 0), Qt.AlignCenter | Qt.TextWordWrap, text)
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        for url in event.mimeData().urls():
+            if url.isLocalFile():
+                self.file_dropped.emit(str(Path(url.toLocalFile())))
+                event.acceptProposedAction()
+                return
