@@ -87,7 +87,9 @@ class Faces:
         n = len(self.xyxy)
         self.det_conf = np.asarray(self.det_conf, dtype=np.float32).reshape(n)
         if self.landmarks is not None:
-            self.landmarks = np.asarray(self.landmarks, dtype=np.float32).reshape(n, -1, 2)
+            lm = np.asarray(self.landmarks, dtype=np.float32)
+            # n == 0: reshape(0, -1, 2) is ambiguous for numpy, so keep the point count explicitly
+            self.landmarks = lm.reshape(n, -1, 2) if n else lm.reshape(0, lm.shape[1] if lm.ndim == 3 else 0, 2)
         for name in ("age", "age_std", "p_male", "track_conf", "age_avg", "p_male_avg"):
             v = getattr(self, name)
             setattr(self, name, _nan(n) if v is None else np.asarray(v, np.float32).reshape(n))
