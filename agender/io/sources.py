@@ -302,7 +302,7 @@ def _why_not_video(spec: str, timeout_s: float = 5.0) -> str:
                 return "no video stream"
             return "unsupported codec"
     except Exception as exc:  # noqa: BLE001 - turning any probe failure into words
-        msg = str(exc).split(":")[-1].strip() or type(exc).__name__
+        msg = getattr(exc, "strerror", None) or str(exc).split(":")[-1].strip() or type(exc).__name__
         return f"not a decodable video: {msg}" if not is_url(spec) else msg
 
 

@@ -1,0 +1,135 @@
+"""`agender analyze INPUT... -o OUTDIR` — headless analysis into one table per video.
+
+Thin shell over :class:`agender.runner.Runner`: parses options, builds the Analyzer, expands the
+inputs, prints one line per input (and one line per failure), and sets the exit status
+(0 all inputs succeeded or were already done, 1 some failed, 2 usage error).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agender.cli.common import (add_model_options, build_analyzer, non_negative_float, positive_float,
+                                positive_int, stderr_is_tty)
+
+log = logging.getLogger("agender")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "analyze", help="analyse videos, images, folders, URLs or cameras into CSV/JSONL tables",
+        description="Analyse each INPUT (video, image, folder, glob, http(s)/rtsp URL, cam:N) and write "
+                    "OUTDIR/<name>.csv (one row per face per analysed frame; all still images go to "
+                    "OUTDIR/images.csv) plus a <name>.json sidecar. Finished inputs are skipped and "
+                    "interrupted ones resume on the next run.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--output", "--outdir", dest="outdir", required=True, metavar="OUTDIR", type=Path,
+                   help="output folder (created if missing)")
+    add_model_options(p)
+    g = p.add_argument_group("what to analyse")
+    g.add_argument("--fps", type=positive_float, default=None, metavar="N",
+                   help="analyse N frames per second of video time (default: every frame)")
+    g.add_argument("--max-frames", type=positive_int, default=None, metavar="N", help="analyse at most N frames per input")
+    g.add_argument("--start", type=non_negative_float, default=0.0, metavar="S", help="start at S seconds")
+    g.add_argument("--end", type=positive_float, default=None, metavar="S", help="stop at S seconds")
+    g.add_argument("--no-detect", action="store_true",
+                   help="each image (or frame) is one already-cropped face, as in face-chip folders")
+    o = p.add_argument_group("output")
+    o.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="table format (default csv)")
+    o.add_argument("--overwrite", action="store_true", help="redo finished inputs and discard interrupted ones")
+    o.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    o.add_argument("--timeout", type=positive_float, default=10.0, metavar="S",
+                   help="network timeout for URLs, in seconds (default 10)")
+    o.add_argument("--group-frames", type=positive_int, default=8, metavar="N",
+                   help="frames whose faces share one estimator batch (default 8)")
+    add_extension_options(p)
+    p.set_defaults(func=run, _parser=p)
+    return p
+
+
+# ------------------------------------------------------------------------------------------
+# extension point: per-frame stages (tracking) and extra sinks (exports) register here
+# ------------------------------------------------------------------------------------------
+@dataclass
+class Plugins:
+    stage_factories: list[Any] = field(default_factory=list)
+    sink_factories: list[Any] = field(default_factory=list)
+    extra_columns: list[str] = field(default_factory=list)
+
+
+def add_extension_options(p: argparse.ArgumentParser) -> None:
+    """Options of stages/sinks that plug into the runner (tracking, exports) go here."""
+
+
+def plugins_for(args: argparse.Namespace) -> Plugins:
+    """Stage and sink factories the options ask for (see agender.runner's docstring)."""
+    return Plugins()
+
+
+# ------------------------------------------------------------------------------------------
+def _progress(args):
+    from agender.cli.progress import LogProgress, TqdmProgress
+    from agender.runner import NoProgress
+
+    if args.quiet:
+        return NoProgress()
+    return TqdmProgress() if stderr_is_tty() else LogProgress()
+
+
+def run(args: argparse.Namespace) -> int:
+    from agender.inputs import expand_inputs
+    from agender.runner import RunOptions, Runner
+
+    if args.end is not None and args.end <= args.start:
+        args._parser.error(f"--end ({args.end:g}) must be after --start ({args.start:g})")
+    if args.outdir.exists() and not args.outdir.is_dir():
+        args._parser.error(f"-o {args.outdir}: exists and is not a folder")
+    if args.quiet:
+        logging.getLogger("agender").setLevel(logging.WARNING)
+
+    items = expand_inputs(args.inputs)
+    plugins = plugins_for(args)
+    opts = RunOptions(fps=args.fps, max_frames=args.max_frames, start_s=args.start, end_s=args.end,
+                      no_detect=args.no_detect, format=args.format, overwrite=args.overwrite,
+                      group_frames=args.group_frames, timeout_s=args.timeout,
+                      extra_columns=tuple(plugins.extra_columns))
+    try:
+        args.outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"agender: error: {args.outdir}: cannot create output folder ({exc.strerror or exc})", file=sys.stderr)
+        return 1
+    runner = Runner(lambda: build_analyzer(args, no_detect=args.no_detect), args.outdir, opts, stage_factories=plugins.stage_factories,
+                    sink_factories=plugins.sink_factories, progress=_progress(args))
+    failures: list[str] = []
+    for item in items:
+        res = runner.run_input(item)
+        for _, msg in res.failed_files:
+            failures.append(msg)
+            print(f"agender: error: {msg}", file=sys.stderr)
+        if res.status == "failed":
+            if res.error and res.error not in (m for _, m in res.failed_files):
+                failures.append(res.error)
+                print(f"agender: error: {res.error}", file=sys.stderr)
+            continue
+        if res.status == "skipped":
+            what = f"{len(item.paths)} images" if item.kind == "images" else item.spec
+            log.info("%s: already done (%s), skipped", what, runner.table_path(item))
+        elif res.stats is not None:
+            st = res.stats
+            extra = f", resumed at frame {res.resumed_from}" if res.resumed_from is not None else ""
+            what = f"{len(item.paths)} images" if item.kind == "images" else item.spec
+            unit = "images" if item.kind == "images" else "frames"
+            log.info("%s → %s: %d %s, %d faces, %.1f %s/s%s", what, runner.table_path(item), st.frames_analysed,
+                     unit, st.faces, st.fps, unit, extra)
+    if not failures:
+        return 0
+    n_inputs = sum(len(i.paths) if i.kind == "images" else 1 for i in items)
+    if n_inputs > 1:  # the list at the end of a batch; a single input already said it in one line
+        print(f"agender: {len(failures)} of {n_inputs} inputs failed:", file=sys.stderr)
+        for msg in failures:
+            print(f"  {msg}", file=sys.stderr)
+    return 1

@@ -1,0 +1,135 @@
+"""Options every model-running subcommand shares (analyze, eval, bench), and their checks.
+
+Option values are checked by argparse ``type=`` functions, so a bad value is a usage error
+(exit status 2) with one line, before any model is loaded.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def quiet_native_logs() -> None:
+    """Keep OpenCV's and FFmpeg's own warnings off stderr: our one-line errors say it better.
+    Must run before OpenCV opens its first file (the CLI package does it on import)."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
+    return v
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return v
+
+
+def unit_float(text: str) -> float:
+    v = non_negative_float(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text}")
+    return v
+
+
+def _name_check(kind: str, names_fn, extra: tuple[str, ...]):
+    def check(text: str) -> str:
+        name = text.strip().lower().partition(":")[0]
+        names = list(extra) + list(names_fn())
+        if name not in names:
+            raise argparse.ArgumentTypeError(f"unknown {kind} {text!r}; choose one of: {', '.join(names)}")
+        return text.strip()
+
+    return check
+
+
+def _detector_names():
+    from agender.detectors.base import detector_names
+
+    return detector_names()
+
+
+def _estimator_names():
+    from agender.estimators.base import estimator_names
+
+    return estimator_names()
+
+
+def device_name(text: str) -> str:
+    from agender.devices import parse_device
+    from agender.errors import AgenderError
+
+    try:
+        parse_device(text)
+    except AgenderError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def add_model_options(p: argparse.ArgumentParser, *, detect: bool = True) -> None:
+    g = p.add_argument_group("models")
+    if detect:
+        g.add_argument("--detector", default="auto", type=_name_check("detector", _detector_names, ("auto",)),
+                       help="face detector: auto (yunet if its weights are found, else haar), yunet, dnn, haar, lbp")
+    g.add_argument("--estimator", default="cydral", type=_name_check("estimator", _estimator_names, ("auto",)),
+                   help="age/gender estimator, with a variant after a colon: cydral (default), "
+                        "ssrnet:wiki|imdb|morph, levi-hassner")
+    g.add_argument("--device", default="auto", type=device_name,
+                   help="auto, cpu, cuda[:N], tensorrt, openvino, coreml, directml (falls back to CPU)")
+    g.add_argument("--models", metavar="DIR", action="append", default=None,
+                   help="directory searched first for model files (repeatable)")
+    if detect:
+        g.add_argument("--detect-width", type=positive_int, default=640, metavar="PX",
+                       help="detect on a copy whose long side is at most PX (default 640)")
+        g.add_argument("--conf", type=unit_float, default=None, help="detector confidence threshold (0..1)")
+        g.add_argument("--min-face", type=positive_int, default=20, metavar="PX",
+                       help="ignore faces smaller than PX in the full frame (default 20)")
+    g.add_argument("--padding", type=non_negative_float, default=None,
+                   help="crop padding per side as a fraction of the box (default: the estimator's own)")
+    g.add_argument("--batch-size", type=positive_int, default=32, help="faces per estimator call (default 32)")
+
+
+def build_analyzer(args: argparse.Namespace, *, no_detect: bool = False):
+    """The Analyzer the options describe (loads the models: may raise ModelError)."""
+    from agender.analyzer import Analyzer
+
+    return Analyzer(
+        detector=None if no_detect else getattr(args, "detector", "auto"),
+        estimator=args.estimator,
+        device=args.device,
+        models=args.models,
+        detect_width=getattr(args, "detect_width", 640),
+        conf=getattr(args, "conf", None),
+        min_face=getattr(args, "min_face", 20),
+        padding=args.padding,
+        batch_size=args.batch_size,
+    )
+
+
+def stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,39 @@
+"""``<name>.csv``: one row per face per analysed frame (or per image, keyed by ``file``).
+
+Columns: ``frame,time_s,face,x1,y1,x2,y2,det_conf,age,age_std,gender,p_male`` for video,
+``file,face,…`` for images, plus any extra columns asked for (the tracker's ``face_id,…``).
+Unknown values are empty cells, never a dropped row. Written to a partial file and renamed on
+close; resumable at checkpoints (see :mod:`agender.io.sinks.table`).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from agender.io.sinks.table import PartialFileSink, columns_for, face_rows
+
+if TYPE_CHECKING:
+    from agender.faces import Faces
+    from agender.io.sources import Frame
+
+
+class CsvSink(PartialFileSink):
+    """CSV rows per face. ``key="frame"`` for videos, ``"file"`` for image sets."""
+
+    def __init__(self, path: str | Path, *, key: str = "frame", extra_columns: Sequence[str] = ()):
+        super().__init__(path)
+        self.columns = columns_for(key, extra_columns)
+
+    def _csv(self, rows) -> bytes:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerows(["" if v is None else v for v in row] for row in rows)
+        return buf.getvalue().encode("utf-8")
+
+    def header(self) -> bytes:
+        return self._csv([self.columns])
+
+    def encode(self, frame: "Frame", faces: "Faces") -> bytes:
+        return self._csv(face_rows(frame, faces, self.columns))

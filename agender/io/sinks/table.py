@@ -1,0 +1,164 @@
+"""Per-face table rows and the resumable partial file that CSV and JSONL sinks share.
+
+Why a fixed partial path (``.<name>.partial`` next to the target) instead of a random temp
+file: a run killed with SIGKILL must find its own half-written output on the next start.
+The runner asks :meth:`PartialFileSink.checkpoint` for a state (``{"offset": …}``) at frame-group
+boundaries and stores it; :meth:`PartialFileSink.begin` with that state cuts the partial back
+to exactly that byte, so a resumed run appends the same rows an uninterrupted run writes.
+Only :meth:`PartialFileSink.close` moves the file into place (``os.replace``), so nothing
+incomplete ever carries the final name.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:
+    from agender.faces import Faces
+    from agender.io.sources import Frame
+
+# Column sets. The frame key comes first (``frame,time_s`` for video, ``file`` for images).
+VIDEO_KEY = ("frame", "time_s")
+IMAGE_KEY = ("file",)
+FACE_COLUMNS = ("face", "x1", "y1", "x2", "y2", "det_conf", "age", "age_std", "gender", "p_male")
+TRACK_COLUMNS = ("face_id", "track_conf", "age_avg", "p_male_avg", "gender_avg")
+
+# Decimals each float column is written with (CSV text and JSONL numbers alike).
+DECIMALS = {
+    "time_s": 3, "x1": 1, "y1": 1, "x2": 1, "y2": 1, "det_conf": 4, "age": 2, "age_std": 2,
+    "p_male": 4, "track_conf": 4, "age_avg": 2, "p_male_avg": 4,
+}
+
+
+def _g(p: float) -> str | None:
+    if p != p:
+        return None
+    return "male" if p >= 0.5 else "female"
+
+
+def _num(v: float, nd: int) -> float | None:
+    v = float(v)
+    return None if not math.isfinite(v) else round(v, nd)
+
+
+# column -> value for face i of ``faces`` (None = unknown → empty cell / JSON null)
+_FACE_VALUE: dict[str, Callable[["Faces", int], Any]] = {
+    "face": lambda f, i: i,
+    "x1": lambda f, i: _num(f.xyxy[i, 0], 1),
+    "y1": lambda f, i: _num(f.xyxy[i, 1], 1),
+    "x2": lambda f, i: _num(f.xyxy[i, 2], 1),
+    "y2": lambda f, i: _num(f.xyxy[i, 3], 1),
+    "det_conf": lambda f, i: _num(f.det_conf[i], 4),
+    "age": lambda f, i: _num(f.age[i], 2),
+    "age_std": lambda f, i: _num(f.age_std[i], 2),
+    "gender": lambda f, i: _g(float(f.p_male[i])),
+    "p_male": lambda f, i: _num(f.p_male[i], 4),
+    "age_label": lambda f, i: f.age_label[i] or None,
+    "face_id": lambda f, i: int(f.track_id[i]) if f.track_id[i] >= 0 else None,
+    "track_conf": lambda f, i: _num(f.track_conf[i], 4),
+    "age_avg": lambda f, i: _num(f.age_avg[i], 2),
+    "p_male_avg": lambda f, i: _num(f.p_male_avg[i], 4),
+    "gender_avg": lambda f, i: _g(float(f.p_male_avg[i])),
+}
+
+
+def known_columns() -> list[str]:
+    return [*VIDEO_KEY, *IMAGE_KEY, *_FACE_VALUE]
+
+
+def columns_for(key: str, extra: Sequence[str] = ()) -> list[str]:
+    """Full column list: ``key`` is ``"frame"`` (video) or ``"file"`` (images)."""
+    cols = [*(VIDEO_KEY if key == "frame" else IMAGE_KEY), *FACE_COLUMNS]
+    for c in extra:
+        if c not in _FACE_VALUE:
+            raise ValueError(f"unknown column {c!r}")
+        if c not in cols:
+            cols.append(c)
+    return cols
+
+
+def face_rows(frame: "Frame", faces: "Faces", columns: Sequence[str]) -> list[list[Any]]:
+    """One list of values per face, in ``columns`` order (None where unknown)."""
+    key = {"frame": frame.index, "time_s": round(float(frame.time_s), 3), "file": frame.name}
+    getters = [(_FACE_VALUE.get(c), key.get(c)) for c in columns]
+    return [[g(faces, i) if g is not None else k for g, k in getters] for i in range(len(faces))]
+
+
+class PartialFileSink:
+    """Append-only output at ``.<name>.partial``, resumable at checkpoints, renamed on close.
+
+    Subclasses implement :meth:`header` (bytes written once at the start) and :meth:`encode`.
+    """
+
+    resumable = True
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.partial = self.path.with_name(f".{self.path.name}.partial")
+        self._fh = None
+        self.rows = 0
+
+    # -- subclass hooks ------------------------------------------------------------------
+    def header(self) -> bytes:
+        return b""
+
+    def encode(self, frame: "Frame", faces: "Faces") -> bytes:
+        raise NotImplementedError
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def begin(self, state: dict | None = None) -> bool:
+        """Open the partial: fresh (``state=None``) or cut back to a checkpoint's state.
+
+        Returns False (and opens nothing) when ``state`` cannot be honoured because the
+        partial is missing or shorter than the recorded offset; the runner then starts over.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if state is not None:
+            off = int(state.get("offset", -1))
+            if off < 0 or not self.partial.is_file() or self.partial.stat().st_size < off:
+                return False
+            self._fh = open(self.partial, "r+b")
+            self._fh.truncate(off)
+            self._fh.seek(off)
+            self.rows = int(state.get("rows", 0))
+            return True
+        self._fh = open(self.partial, "wb")
+        self._fh.write(self.header())
+        self.rows = 0
+        return True
+
+    def write(self, frame: "Frame", faces: "Faces") -> None:
+        if self._fh is None:
+            self.begin(None)
+        if len(faces):
+            self._fh.write(self.encode(frame, faces))
+            self.rows += len(faces)
+
+    def checkpoint(self) -> dict:
+        """Make everything written so far durable; the state to resume exactly here."""
+        if self._fh is None:
+            self.begin(None)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        return {"offset": self._fh.tell(), "rows": self.rows}
+
+    def close(self) -> None:
+        if self._fh is None:
+            self.begin(None)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        self._fh = None
+        os.replace(self.partial, self.path)
+
+    def suspend(self) -> None:
+        """Stop writing but keep the partial for a later resume (Ctrl-C)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def abort(self) -> None:
+        self.suspend()
+        self.partial.unlink(missing_ok=True)

@@ -1,0 +1,661 @@
+"""Offline analysis of inputs into output files: what ``agender analyze`` and ``agender bench`` run.
+
+Two layers, both library-usable (no argparse here):
+
+* :class:`FramePipeline` — frames in, sinks out. Decoding runs ahead in a reader thread
+  (:class:`~agender.io.sources.ThreadedReader`); frames are taken in small groups and the
+  estimator scores all faces of a group in one batch (:meth:`Analyzer.analyze_frames`), which
+  keeps its batch full when frames hold one or two faces. Groups are aligned on the count of
+  analysed frames, so a resumed run batches exactly as an uninterrupted one did (same batches →
+  bit-identical numbers).
+* :class:`Runner` — one input (:class:`~agender.inputs.InputItem`) → ``OUTDIR/<name>.csv``
+  (or ``.jsonl``) + ``OUTDIR/<name>.json`` sidecar, with resume:
+
+  - *finished* inputs (sidecar with ``"complete": true`` and the table present) are skipped;
+  - while running, after a group and at most every ``checkpoint_s`` seconds, every sink makes
+    its data durable and returns a state; the states, the next frame index and the counters go
+    atomically into ``OUTDIR/.<name>.resume.json``;
+  - a new run (same settings: a fingerprint of everything that changes the rows) hands each
+    sink its state back (the CSV cuts its partial file to that byte) and the source starts at
+    that frame; a run with other settings, or ``overwrite``, starts over.
+  - on failure the partial outputs are deleted and the error is returned as one line; on
+    Ctrl-C the checkpoint is kept for the next run (a camera is finished normally instead).
+
+Extension points (how tracking and export sinks plug in)
+--------------------------------------------------------
+``Runner(..., stage_factories=[f], sink_factories=[g])``: each factory is called once per
+input with a :class:`JobContext` (the item, the opened source with its fps/size, the output
+folder, the options) and returns an object or ``None`` (not for this input).
+
+A **frame stage** (e.g. a tracker) is any object with some of these methods (all optional)::
+
+    should_detect(frame) -> bool            # False: no detector on this frame
+    prepare(frame, faces | None) -> Faces   # right after detection (None when skipped): the
+                                            # faces to estimate and write, e.g. with track_id
+                                            # set, or boxes carried forward on skipped frames
+    update(frame, faces, detected) -> Faces # after estimation: e.g. fill age_avg/p_male_avg
+    close() -> None                         # when the input ends
+    resumable: bool                         # default False: True only if the stage gives the
+                                            # same rows when a run starts mid-video
+    name, fingerprint: str                  # part of the resume fingerprint
+
+Per frame, in frame order: ``should_detect`` → detect → ``prepare``; then, once per group of
+``group_frames`` frames, one estimator batch over the faces of the whole group; then ``update``
+for each frame in order, then the sinks. So ``should_detect`` and ``prepare`` of frame k see the
+``prepare`` of frame k-1 (track association works), but ``update`` of frame k-1 may come later
+(estimates arrive per group). Faces returned by ``prepare`` that already carry an estimate
+(finite ``age`` or ``p_male``, e.g. copied from their track) are *not* sent to the estimator:
+that is how a stage skips estimation of a face. A frame with no detection and no ``prepare``
+gets empty ``Faces``. Add ``extra_columns=("face_id", "track_conf", "age_avg", "p_male_avg",
+"gender_avg")`` to :class:`RunOptions` to write the tracker's fields.
+
+An **extra sink** (MP4/ASS/chips export, ``<name>.tracks.csv``) follows
+:class:`~agender.io.sinks.base.Sink` (``write``/``close``/``abort``); its ``.path`` (or
+``.paths``) is listed in the sidecar. For resume it may also offer ``begin(state|None) -> bool``,
+``checkpoint() -> dict`` and ``resumable = True`` (see :class:`~agender.io.sinks.table.PartialFileSink`);
+an input with any non-resumable sink or stage restarts from frame 0 instead of resuming.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+
+import numpy as np
+
+from agender import __version__
+from agender.errors import AgenderError, SourceError
+from agender.faces import Faces
+from agender.inputs import InputItem
+from agender.io.sinks.csv_sink import CsvSink
+from agender.io.sinks.jsonl_sink import JsonlSink
+from agender.io.sinks.sidecar import read_sidecar, write_sidecar
+from agender.io.sources import CameraSource, Frame, ImageSource, ThreadedReader, VideoSource, parse_camera
+
+log = logging.getLogger("agender.runner")
+
+FORMATS = {"csv": CsvSink, "jsonl": JsonlSink}
+
+
+# ------------------------------------------------------------------------------------------
+# options, stats, hooks
+# ------------------------------------------------------------------------------------------
+@dataclass
+class RunOptions:
+    """Everything about *how* to run that is not the models (those live in the Analyzer)."""
+
+    fps: float | None = None  # analyse this many frames per second of video time (None = all)
+    max_frames: int | None = None  # analyse at most this many frames per input
+    start_s: float = 0.0
+    end_s: float | None = None
+    no_detect: bool = False  # each image/frame is one already-cropped face
+    format: str = "csv"  # csv | jsonl
+    overwrite: bool = False
+    group_frames: int = 8  # frames per estimator batch
+    timeout_s: float = 10.0  # network open/read timeout
+    checkpoint_s: float = 1.0  # at most one resume checkpoint per this many seconds
+    queue_frames: int = 16  # decode-ahead depth
+    extra_columns: tuple[str, ...] = ()
+
+
+@dataclass
+class Clock:
+    """Seconds per stage. ``decode`` is spent in the reader thread (overlapped with the rest);
+    ``wait`` is how long the pipeline stood waiting for a decoded frame."""
+
+    decode: float = 0.0
+    wait: float = 0.0
+    stage: float = 0.0
+    output: float = 0.0
+
+
+@dataclass
+class RunStats:
+    frames_read: int = 0  # position reached in the source (frames decoded or skipped)
+    frames_analysed: int = 0
+    frames_detected: int = 0
+    faces: int = 0
+    wall_s: float = 0.0
+    ms_per_frame: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames_analysed / self.wall_s if self.wall_s > 0 else 0.0
+
+
+@dataclass
+class InputResult:
+    item: InputItem
+    status: str  # done | skipped | failed
+    error: str = ""
+    outputs: list[Path] = field(default_factory=list)
+    stats: RunStats | None = None
+    resumed_from: int | None = None
+    failed_files: list[tuple[str, str]] = field(default_factory=list)  # images that could not be read
+
+
+class Progress(Protocol):
+    def start(self, name: str, total: int | None) -> None: ...
+
+    def advance(self, frames: int, faces: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class NoProgress:
+    def start(self, name: str, total: int | None) -> None:
+        pass
+
+    def advance(self, frames: int, faces: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+@dataclass
+class JobContext:
+    """What stage and sink factories get for one input."""
+
+    item: InputItem
+    source: Any  # VideoSource | ImageSource | CameraSource (fps, frame_count, width, height)
+    outdir: Path
+    options: RunOptions
+
+
+StageFactory = Callable[[JobContext], Any]
+SinkFactory = Callable[[JobContext], Any]
+
+
+# ------------------------------------------------------------------------------------------
+# frames → sinks
+# ------------------------------------------------------------------------------------------
+class _TimedSource:
+    """Wraps a source so the reader thread accounts its own decode time."""
+
+    def __init__(self, source, clock: Clock):
+        self.source, self.clock = source, clock
+        self.name = getattr(source, "name", "source")
+
+    def __iter__(self) -> Iterator[Frame]:
+        it = iter(self.source)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                fr = next(it)
+            except StopIteration:
+                return
+            self.clock.decode += time.perf_counter() - t0
+            yield fr
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _whole_image(image: np.ndarray) -> Faces:
+    h, w = image.shape[:2]
+    return Faces(xyxy=[[0, 0, w, h]], det_conf=[np.nan])
+
+
+def _merge(full: Faces, idx: np.ndarray, part: Faces) -> Faces:
+    """``full`` with the estimates of faces ``idx`` taken from ``part`` (the estimated subset)."""
+    if not len(idx):
+        return full
+    age, std, pm = full.age.copy(), full.age_std.copy(), full.p_male.copy()
+    labels = list(full.age_label)
+    age[idx], std[idx], pm[idx] = part.age, part.age_std, part.p_male
+    for j, k in enumerate(idx):
+        labels[k] = part.age_label[j]
+    return replace(full, age=age, age_std=std, p_male=pm, age_label=labels)
+
+
+class FramePipeline:
+    """Frames → (detect → crop → estimate in cross-frame batches → stages) → sinks."""
+
+    def __init__(self, analyzer, *, stages: Sequence[Any] = (), group_frames: int = 8, no_detect: bool = False):
+        self.analyzer = analyzer
+        self.stages = list(stages)
+        self.group_frames = max(1, int(group_frames))
+        self.no_detect = no_detect
+        self.clock = Clock()
+        self.stats = RunStats()
+        self._times0 = replace(analyzer.times)  # the analyzer's clock is cumulative across inputs
+
+    def _should_detect(self, frame: Frame) -> bool:
+        ok = True
+        for st in self.stages:
+            fn = getattr(st, "should_detect", None)
+            if fn is not None and not fn(frame):
+                ok = False
+        return ok
+
+    def process_group(self, group: list[Frame], sinks: Sequence[Any]) -> None:
+        an = self.analyzer
+        flags, dets = [], []
+        for fr in group:
+            t0 = time.perf_counter()
+            flag = self._should_detect(fr)
+            self.clock.stage += time.perf_counter() - t0
+            faces: Faces | None
+            if not flag:
+                faces = None
+            elif self.no_detect:
+                faces = _whole_image(fr.image)
+            else:
+                faces = an.detect(fr.image)
+            t0 = time.perf_counter()
+            for st in self.stages:
+                prep = getattr(st, "prepare", None)
+                if prep is not None:
+                    faces = prep(fr, faces)
+            self.clock.stage += time.perf_counter() - t0
+            flags.append(flag)
+            dets.append(faces if faces is not None else Faces())
+        # only faces without an estimate go to the estimator (a stage may have filled some)
+        todo = [np.flatnonzero(~(np.isfinite(d.age) | np.isfinite(d.p_male))) for d in dets]
+        part = an.analyze_frames([fr.image for fr in group], detections=[d[i] for d, i in zip(dets, todo)])
+        results = [p if len(i) == len(d) else _merge(d, i, p) for d, i, p in zip(dets, todo, part)]
+        t0 = time.perf_counter()
+        for i, fr in enumerate(group):
+            for st in self.stages:
+                upd = getattr(st, "update", None)
+                if upd is not None:
+                    results[i] = upd(fr, results[i], flags[i])
+        t1 = time.perf_counter()
+        for fr, faces in zip(group, results):
+            for s in sinks:
+                s.write(fr, faces)
+        t2 = time.perf_counter()
+        self.clock.stage += t1 - t0
+        self.clock.output += t2 - t1
+        self.stats.frames_analysed += len(group)
+        self.stats.frames_detected += sum(flags)
+        self.stats.faces += sum(len(r) for r in results)
+        self.stats.frames_read = group[-1].index + 1
+
+    def run(self, frames: Iterable[Frame], sinks: Sequence[Any], *,
+            on_group: Callable[[Frame], None] | None = None, progress: Progress | None = None) -> RunStats:
+        """Consume ``frames`` (already a reader thread's iterator, ideally) into ``sinks``."""
+        progress = progress or NoProgress()
+        t_start = time.perf_counter()
+        group: list[Frame] = []
+        it = iter(frames)
+        while True:
+            t0 = time.perf_counter()
+            fr = next(it, None)
+            self.clock.wait += time.perf_counter() - t0
+            if fr is not None:
+                group.append(fr)
+            if group and (fr is None or len(group) >= self.group_frames):
+                faces_before = self.stats.faces
+                self.process_group(group, sinks)
+                progress.advance(len(group), self.stats.faces - faces_before)
+                if on_group is not None:
+                    on_group(group[-1])
+                group = []
+            if fr is None:
+                break
+        self.stats.wall_s += time.perf_counter() - t_start
+        return self.stats
+
+    def ms_per_frame(self) -> dict[str, float]:
+        """Per analysed frame, in milliseconds: the issue's six stages plus the overlap figures."""
+        n = max(1, self.stats.frames_analysed)
+        t, t0 = self.analyzer.times, self._times0
+        ms = lambda s: round(1000.0 * s / n, 3)  # noqa: E731
+        return {
+            "decode": ms(self.clock.decode),
+            "resize": ms(t.resize - t0.resize),
+            "detect": ms(t.detect - t0.detect),
+            "crop+preprocess": ms(t.crop - t0.crop),
+            "estimate": ms(t.estimate - t0.estimate),
+            "track": ms(self.clock.stage),
+            "output": ms(self.clock.output),
+            "wait_for_decode": ms(self.clock.wait),
+        }
+
+
+# ------------------------------------------------------------------------------------------
+# inputs → files, with resume
+# ------------------------------------------------------------------------------------------
+def _expected_frames(source, opts: RunOptions, start_index: int) -> int | None:
+    n = getattr(source, "frame_count", None)
+    if not n:
+        return opts.max_frames
+    fps = getattr(source, "fps", 0.0) or 0.0
+    first, last = 0, n
+    if fps > 0:
+        first = int(round(opts.start_s * fps))
+        if opts.end_s is not None:
+            last = min(n, int(math.ceil(opts.end_s * fps)))
+    first = max(first, start_index)
+    count = max(0, last - first)
+    if fps > 0 and opts.fps and opts.fps < fps:
+        count = int(math.ceil(count * opts.fps / fps))
+    if opts.max_frames is not None:
+        count = min(count, opts.max_frames)
+    return count
+
+
+def _sink_paths(sink) -> list[Path]:
+    if hasattr(sink, "paths"):
+        return [Path(p) for p in sink.paths]
+    if getattr(sink, "path", None):
+        return [Path(sink.path)]
+    return []
+
+
+class Runner:
+    """Analyse inputs into ``outdir``, resuming where an earlier run stopped.
+
+    >>> runner = Runner(Analyzer(), "out/", RunOptions(fps=5))
+    >>> results = runner.run(expand_inputs(["clips/"]))
+
+    ``analyzer`` may also be a zero-argument callable that builds one: it is then called when
+    the first input has opened, so a batch of bad paths fails fast without loading models.
+    """
+
+    def __init__(self, analyzer, outdir: str | Path, options: RunOptions | None = None, *,
+                 stage_factories: Sequence[StageFactory] = (), sink_factories: Sequence[SinkFactory] = (),
+                 progress: Progress | None = None):
+        self._analyzer = analyzer
+        self.outdir = Path(outdir)
+        self.options = options or RunOptions()
+        if self.options.format not in FORMATS:
+            raise AgenderError(f"unknown format {self.options.format!r}; choose one of: {', '.join(FORMATS)}")
+        self.stage_factories = list(stage_factories)
+        self.sink_factories = list(sink_factories)
+        self.progress = progress or NoProgress()
+
+    @property
+    def analyzer(self):
+        if callable(self._analyzer) and not hasattr(self._analyzer, "analyze_frames"):
+            self._analyzer = self._analyzer()
+        return self._analyzer
+
+    # -- paths ---------------------------------------------------------------------------
+    def table_path(self, item: InputItem) -> Path:
+        return self.outdir / f"{item.name}.{self.options.format}"
+
+    def sidecar_path(self, item: InputItem) -> Path:
+        return self.outdir / f"{item.name}.json"
+
+    def checkpoint_path(self, item: InputItem) -> Path:
+        return self.outdir / f".{item.name}.resume.json"
+
+    def is_done(self, item: InputItem) -> bool:
+        rec = read_sidecar(self.sidecar_path(item))
+        return bool(rec and rec.get("complete") and self.table_path(item).is_file())
+
+    # -- settings fingerprint ------------------------------------------------------------
+    def fingerprint(self, item: InputItem, stages: Sequence[Any]) -> str:
+        o = self.options
+        desc = {
+            "version": __version__,
+            "input": item.spec,
+            "analyzer": self.analyzer.describe(),
+            "conf": getattr(self.analyzer, "conf", None),
+            "batch_size": getattr(self.analyzer, "batch_size", None),
+            "run": {k: getattr(o, k) for k in ("fps", "max_frames", "start_s", "end_s", "no_detect", "format",
+                                             "group_frames", "extra_columns")},
+            "stages": [f"{getattr(s, 'name', type(s).__name__)}:{getattr(s, 'fingerprint', '')}" for s in stages],
+        }
+        desc["analyzer"].pop("device", None)
+        return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    # -- sources -------------------------------------------------------------------------
+    def open_source(self, item: InputItem, on_image_error: Callable[[Path, SourceError], None]):
+        o = self.options
+        if item.kind == "images":
+            return ImageSource(item.paths, name=item.name, on_error=on_image_error)
+        if item.kind == "camera":
+            return CameraSource(parse_camera(item.spec))
+        return VideoSource(item.spec, start_s=o.start_s, end_s=o.end_s, rate=o.fps, max_frames=o.max_frames,
+                           open_timeout_s=o.timeout_s, check_length=item.kind == "video")
+
+    # -- the batch -----------------------------------------------------------------------
+    def run(self, items: Sequence[InputItem]) -> list[InputResult]:
+        """Every input in turn; one failing never stops the others."""
+        return [self.run_input(it) for it in items]
+
+    def run_input(self, item: InputItem) -> InputResult:
+        if item.kind == "error":
+            return InputResult(item, "failed", item.error)
+        table, sidecar, ckpt_path = self.table_path(item), self.sidecar_path(item), self.checkpoint_path(item)
+        if not self.options.overwrite and self.is_done(item):
+            rec = read_sidecar(sidecar) or {}
+            failed = [tuple(x) for x in rec.get("failed_files", [])]
+            return InputResult(item, "skipped", outputs=[table, sidecar], failed_files=failed)
+
+        failed_files: list[tuple[str, str]] = []
+        try:
+            source = self.open_source(item, lambda p, e: failed_files.append((str(p), str(e))))
+        except AgenderError as exc:
+            return InputResult(item, "failed", str(exc))
+        try:
+            return self._run_opened(item, source, table, sidecar, ckpt_path, failed_files)
+        finally:
+            source.close()
+
+    def _run_opened(self, item, source, table: Path, sidecar: Path, ckpt_path: Path,
+                    failed_files: list[tuple[str, str]]) -> InputResult:
+        o = self.options
+        ctx = JobContext(item=item, source=source, outdir=self.outdir, options=o)
+        key = "file" if item.kind == "images" else "frame"
+        sinks: list[Any] = [FORMATS[o.format](table, key=key, extra_columns=o.extra_columns)]
+        stages: list[Any] = []
+        try:
+            stages = [s for s in (f(ctx) for f in self.stage_factories) if s is not None]
+            sinks += [s for s in (f(ctx) for f in self.sink_factories) if s is not None]
+        except AgenderError as exc:
+            return InputResult(item, "failed", f"{item.spec}: {exc}")
+
+        live = item.is_live
+        can_resume = (not live and all(getattr(s, "resumable", False) and hasattr(s, "checkpoint") for s in sinks)
+                      and all(getattr(st, "resumable", False) for st in stages))
+        fp = self.fingerprint(item, stages)
+        ck = None if (o.overwrite or not can_resume) else read_sidecar(ckpt_path)
+        if ck is not None and (ck.get("fingerprint") != fp or len(ck.get("sinks", [])) != len(sinks)):
+            log.info("%s: settings changed since the interrupted run; starting over", item.spec)
+            ck = None
+        resumed = False
+        if ck is not None:
+            resumed = all(getattr(s, "begin")(st) for s, st in zip(sinks, ck["sinks"]))
+            if not resumed:
+                log.info("%s: partial output of the interrupted run is gone; starting over", item.spec)
+                for s in sinks:
+                    s.abort() if hasattr(s, "abort") else None
+        if not resumed:
+            ck = None
+            ckpt_path.unlink(missing_ok=True)
+            for s in sinks:
+                if hasattr(s, "begin"):
+                    s.begin(None)
+
+        pipe = FramePipeline(self.analyzer, stages=stages, group_frames=o.group_frames, no_detect=o.no_detect)
+        base = RunStats()
+        start_index = 0
+        if ck is not None:
+            start_index = int(ck["next_index"])
+            base = RunStats(frames_read=int(ck["frames_read"]), frames_analysed=int(ck["frames_analysed"]),
+                            frames_detected=int(ck.get("frames_detected", 0)), faces=int(ck["faces"]),
+                            wall_s=float(ck.get("wall_s", 0.0)))
+            failed_files[:0] = [tuple(x) for x in ck.get("failed_files", [])]
+            source.skip_to = start_index
+            if o.max_frames is not None and hasattr(source, "max_frames"):
+                source.max_frames = max(0, o.max_frames - base.frames_analysed)
+            log.info("%s: resuming at frame %d (%d frames already analysed)", item.spec, start_index,
+                     base.frames_analysed)
+
+        last_ck = [time.monotonic()]
+
+        def checkpoint(last: Frame) -> None:
+            if not can_resume or time.monotonic() - last_ck[0] < o.checkpoint_s:
+                return
+            st = pipe.stats
+            write_sidecar(ckpt_path, {
+                "fingerprint": fp, "input": item.spec, "next_index": last.index + 1,
+                "frames_read": st.frames_read, "frames_analysed": base.frames_analysed + st.frames_analysed,
+                "frames_detected": base.frames_detected + st.frames_detected, "faces": base.faces + st.faces,
+                "wall_s": base.wall_s + (time.perf_counter() - t_run),
+                "failed_files": failed_files, "sinks": [s.checkpoint() for s in sinks],
+            })
+            last_ck[0] = time.monotonic()
+
+        reader = ThreadedReader(_TimedSource(source, pipe.clock), maxsize=o.queue_frames, latest_only=live)
+        self.progress.start(item.name, _expected_frames(source, o, start_index) if item.kind != "camera" else o.max_frames)
+        t_run = time.perf_counter()
+        frames: Iterable[Frame] = reader
+        if item.kind == "camera":
+            frames = _bounded_live(reader, o)
+        error = ""
+        try:
+            pipe.run(frames, sinks, on_group=checkpoint, progress=self.progress)
+        except KeyboardInterrupt:
+            if not live:  # keep the partial and the last checkpoint (taken between groups) for a resume
+                for s in sinks:
+                    getattr(s, "suspend", lambda: None)()
+                raise
+            log.info("%s: stopped by the user", item.spec)
+        except AgenderError as exc:
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a decoder/model failure on one input must not end the batch
+            log.debug("%s failed", item.spec, exc_info=True)
+            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+            error = f"{item.spec}: {type(exc).__name__}: {first}".rstrip(": ")
+        finally:
+            reader.close()
+            self.progress.finish()
+            for st in stages:
+                getattr(st, "close", lambda: None)()
+
+        if error and not live:
+            for s in sinks:
+                getattr(s, "abort", lambda: None)()
+            ckpt_path.unlink(missing_ok=True)
+            return InputResult(item, "failed", error, failed_files=failed_files)
+        if item.kind == "images" and pipe.stats.frames_analysed + base.frames_analysed == 0:
+            for s in sinks:
+                getattr(s, "abort", lambda: None)()
+            ckpt_path.unlink(missing_ok=True)
+            msg = failed_files[0][1] if len(failed_files) == 1 else f"{item.spec}: none of {len(item.paths)} images could be read"
+            return InputResult(item, "failed", msg, failed_files=failed_files)
+
+        for s in sinks:
+            s.close()
+        stats = RunStats(
+            frames_read=pipe.stats.frames_read or base.frames_read,
+            frames_analysed=base.frames_analysed + pipe.stats.frames_analysed,
+            frames_detected=base.frames_detected + pipe.stats.frames_detected,
+            faces=base.faces + pipe.stats.faces,
+            wall_s=base.wall_s + pipe.stats.wall_s,
+            ms_per_frame=pipe.ms_per_frame(),
+        )
+        outputs = [p for s in sinks for p in _sink_paths(s)]
+        write_sidecar(sidecar, self._record(item, source, stats, outputs, start_index if ck else None,
+                                            failed_files, reader, error))
+        ckpt_path.unlink(missing_ok=True)
+        status = "failed" if error else "done"
+        return InputResult(item, status, error, outputs=[*outputs, sidecar], stats=stats,
+                           resumed_from=start_index if ck else None, failed_files=failed_files)
+
+    # -- the sidecar ---------------------------------------------------------------------
+    def _record(self, item: InputItem, source, stats: RunStats, outputs: list[Path], resumed_from: int | None,
+                failed_files, reader: ThreadedReader, error: str) -> dict:
+        an = self.analyzer
+        rec: dict[str, Any] = {
+            "complete": not error,
+            "agender_version": __version__,
+            "input": item.spec,
+            "kind": item.kind,
+            "outputs": [p.name for p in outputs],
+            "frames_read": stats.frames_read,
+            "frames_analysed": stats.frames_analysed,
+            "faces": stats.faces,
+            "wall_s": round(stats.wall_s, 3),
+            "fps": round(stats.fps, 2),
+            "device": getattr(an, "device_used", "CPU"),
+            "detector": None if self.options.no_detect else getattr(getattr(an, "detector", None), "name", None),
+            "estimator": getattr(getattr(an, "estimator", None), "name", None),
+            "models": model_files(an),
+            "settings": {**an.describe(), **{k: v for k, v in asdict(self.options).items()
+                                            if k not in ("overwrite", "checkpoint_s", "queue_frames")}},
+            "ms_per_frame": stats.ms_per_frame,
+            "resumed_from_frame": resumed_from,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        rec["settings"].pop("device", None)
+        if item.kind in ("video", "stream", "camera"):
+            rec["video"] = {k: getattr(source, k, None) for k in ("fps", "frame_count", "width", "height")}
+        if item.kind == "images":
+            rec["images"] = len(item.paths)
+            rec["failed_files"] = [list(x) for x in failed_files]
+        if reader.dropped:
+            rec["frames_dropped"] = reader.dropped
+        if error:
+            rec["error"] = error
+        return rec
+
+
+def _bounded_live(frames: Iterable[Frame], o: RunOptions) -> Iterator[Frame]:
+    """A camera has no end: stop at ``max_frames`` or ``end_s`` seconds."""
+    n = 0
+    for fr in frames:
+        if o.max_frames is not None and n >= o.max_frames:
+            return
+        if o.end_s is not None and fr.time_s >= o.end_s:
+            return
+        if fr.time_s < o.start_s:
+            continue
+        n += 1
+        yield fr
+
+
+def _paths_in(obj: Any, depth: int = 3) -> list[Path]:
+    """Model files an object holds: ``model_files``, Path attributes, sessions' ``.model``
+    (searched a few attributes deep, so new detectors/estimators need no registration)."""
+    listed = getattr(obj, "model_files", None)
+    if listed:
+        return [Path(p) for p in listed]
+    out: list[Path] = []
+    attrs = getattr(obj, "__dict__", None)
+    if not isinstance(attrs, dict) or depth <= 0:
+        return out
+    for name, v in attrs.items():
+        if isinstance(v, Path):
+            out.append(v)
+        elif isinstance(v, str) and name in ("model", "path") and Path(v).suffix:
+            out.append(Path(v))
+        elif isinstance(v, (list, tuple)):
+            for x in v[:8]:
+                out += _paths_in(x, depth - 1)
+        elif not isinstance(v, (np.ndarray, str, bytes, int, float, dict)) and v is not None:
+            out += _paths_in(v, depth - 1)
+    return out
+
+
+def model_files(analyzer) -> list[dict[str, str]]:
+    """The model files in use with their sha256: what the store resolved, plus the files the
+    detector/estimator hold themselves (e.g. weights inside a pip package, OpenCV cascades)."""
+    from agender.models.store import sha256_file
+
+    paths: list[Path] = list(getattr(getattr(analyzer, "models", None), "resolved", {}).values())
+    for part in (getattr(analyzer, "detector", None), getattr(analyzer, "estimator", None)):
+        if part is not None:
+            paths += _paths_in(part)
+    out, seen = [], set()
+    for p in paths:
+        try:
+            key = str(p.resolve())
+            if key in seen or not p.is_file():
+                continue
+        except OSError:
+            continue
+        seen.add(key)
+        out.append({"file": str(p), "sha256": sha256_file(p)})
+    return out
