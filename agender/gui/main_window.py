@@ -299,7 +299,7 @@ class MainWindow(QMainWindow):
             text = f"{message} — retrying in {retry_in:.0f} s" if retry_in >= 1 else f"{message} — retrying"
             if self.kiosk:
                 self.view.set_idle(True, message)
-            elif self.view.image_array is None:
+            elif not self.view.has_frame:
                 self.view.set_message(text)
             else:
                 self.view.set_banner(text)

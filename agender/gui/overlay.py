@@ -2,8 +2,10 @@
 
 Why render at *display* size, in the worker: labels drawn at the size they are seen stay crisp
 on a 270p clip blown up to full screen and small on a 4K frame shown in a corner, and the UI
-thread only has to blit a ready picture. Snapshots and recordings use the same drawing at the
-frame's own resolution.
+thread only has to blit a ready ``QImage``. Why QPainter rather than ``cv2.putText``: OpenCV's
+Hershey fonts have no "±" (it prints "??") and no anti-aliased proportional type; painting on a
+``QImage`` off the GUI thread is supported by Qt. Snapshots use the same drawing at the frame's
+own resolution, so the file is what the screen showed.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from PyQt5.QtCore import QPointF, QRectF, Qt
+from PyQt5.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPainterPath, QPen
 
 from agender.faces import Face, Faces
 
@@ -31,6 +35,11 @@ def gender_rgb(gender: str) -> tuple[int, int, int]:
     return {"female": FEMALE_RGB, "male": MALE_RGB}.get(gender, UNKNOWN_RGB)
 
 
+def face_gender(face: Face) -> str:
+    """The gender to show: the track's smoothed one when a tracker filled it in."""
+    return face.gender_avg or face.gender
+
+
 def face_label(face: Face) -> str:
     """``"F 27"`` / ``"M 41±6"``; a track's smoothed values when a tracker filled them in;
     the model's own bucket text (``"F (25-32)"``) when it gives one."""
@@ -41,13 +50,9 @@ def face_label(face: Face) -> str:
         return f"{g} {face.age_label}"
     if age != age:
         return g
-    if face.age_std == face.age_std and face.age_std >= 1:
+    if face.age_std == face.age_std and face.age_std >= 0.5:
         return f"{g} {age:.0f}±{face.age_std:.0f}"
     return f"{g} {age:.0f}"
-
-
-def _face_gender(face: Face) -> str:
-    return face.gender_avg or face.gender
 
 
 def fit_size(w: int, h: int, box_w: int, box_h: int) -> tuple[int, int]:
@@ -73,52 +78,104 @@ def blur_faces(image: np.ndarray, xyxy: np.ndarray) -> None:
         roi[:] = cv2.GaussianBlur(cv2.resize(small, (x2 - x1, y2 - y1), interpolation=cv2.INTER_NEAREST), (0, 0), 3)
 
 
-def draw_faces(image: np.ndarray, faces: Faces, opts: OverlayOptions, scale: float = 1.0) -> np.ndarray:
-    """Draw boxes and labels onto a BGR ``image`` in place; ``scale`` maps face coordinates
-    (full-resolution frame pixels) to ``image`` pixels."""
+def bgr_to_qimage(bgr: np.ndarray) -> QImage:
+    """A QImage (RGB32, owning its pixels) holding ``bgr``: one colour conversion, no extra copy."""
+    h, w = bgr.shape[:2]
+    img = QImage(w, h, QImage.Format_RGB32)
+    ptr = img.bits()
+    ptr.setsize(img.byteCount())
+    dst = np.frombuffer(ptr, np.uint8).reshape(h, w, 4)  # B, G, R, X in memory (little-endian ARGB32)
+    cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2BGRA, dst=dst)
+    return img
+
+
+def qimage_to_bgr(img: QImage) -> np.ndarray:
+    """Copy a QImage out as a BGR array."""
+    img = img.convertToFormat(QImage.Format_RGB32)
+    w, h = img.width(), img.height()
+    ptr = img.constBits()
+    ptr.setsize(img.byteCount())
+    arr = np.frombuffer(ptr, np.uint8).reshape(h, img.bytesPerLine())[:, : 4 * w].reshape(h, w, 4)
+    return cv2.cvtColor(arr, cv2.COLOR_BGRA2BGR)
+
+
+def paint_faces(img: QImage, faces: Faces, opts: OverlayOptions, scale: float = 1.0) -> None:
+    """Boxes, labels (and landmarks/scores) onto ``img``; ``scale`` maps face coordinates
+    (full-resolution frame pixels) to ``img`` pixels."""
     if not len(faces):
-        return image
-    h, w = image.shape[:2]
-    if opts.privacy:
-        blur_faces(image, faces.xyxy * scale)
-    ref = max(240.0, min(float(max(w, h)), 1600.0))
-    thick = max(1, int(round(ref / 450)))
-    font, fscale = cv2.FONT_HERSHEY_DUPLEX, ref / 1500
+        return
+    w, h = img.width(), img.height()
+    ref = float(min(max(w, h), 2400))
+    pen_w = max(2.0, ref / 400)
+    p = QPainter(img)
+    p.setRenderHint(QPainter.Antialiasing)
+    p.setRenderHint(QPainter.TextAntialiasing)
+    font = QFont("DejaVu Sans")
+    font.setStyleHint(QFont.SansSerif)
+    font.setPixelSize(int(max(11, min(26, ref / 52))))
+    font.setBold(True)
+    small = QFont(font)
+    small.setBold(False)
+    small.setPixelSize(max(9, int(font.pixelSize() * 0.8)))
+    fm, fms = QFontMetricsF(font), QFontMetricsF(small)
     for face in faces:
-        r, g, b = gender_rgb(_face_gender(face))
-        color = (b, g, r)
-        x1, y1, x2, y2 = (int(round(v * scale)) for v in face.xyxy)
-        cv2.rectangle(image, (x1, y1), (x2, y2), color, thick + 1, cv2.LINE_AA)
+        color = QColor(*gender_rgb(face_gender(face)))
+        x1, y1, x2, y2 = (v * scale for v in face.xyxy)
+        p.setPen(QPen(color, pen_w))
+        p.setBrush(Qt.NoBrush)
+        p.drawRoundedRect(QRectF(x1, y1, x2 - x1, y2 - y1), pen_w, pen_w)
         text = face_label(face)
-        if opts.confidence and face.det_conf == face.det_conf:
-            text += f"  {face.det_conf:.2f}"
-        (tw, th), base = cv2.getTextSize(text, font, fscale, thick)
-        pad = max(2, thick * 2)
-        ty = y1 - th - base - 2 * pad
-        if ty < 0:  # no room above the box: put the label inside its top edge
-            ty = y1
-        tx = min(max(0, x1 - (thick + 1) // 2), max(0, w - tw - 2 * pad))
-        cv2.rectangle(image, (tx, ty), (tx + tw + 2 * pad, ty + th + base + 2 * pad), color, -1)
-        cv2.putText(image, text, (tx + pad, ty + pad + th), font, fscale, (255, 255, 255), thick, cv2.LINE_AA)
+        extra = f"{face.det_conf:.2f}" if opts.confidence and face.det_conf == face.det_conf else ""
+        pad = font.pixelSize() * 0.3
+        tw = fm.horizontalAdvance(text) + (fms.horizontalAdvance(" " + extra) if extra else 0)
+        th = fm.height()
+        lw, lh = tw + 2 * pad, th + 0.6 * pad
+        lx = min(max(0.0, x1 - pen_w / 2), max(0.0, w - lw))
+        ly = y1 - lh - pen_w / 2
+        if ly < 0:  # no room above the box: hang the label inside its top edge
+            ly = y1 + pen_w / 2
+        path = QPainterPath()
+        path.addRoundedRect(QRectF(lx, ly, lw, lh), pad, pad)
+        p.fillPath(path, color)
+        p.setPen(Qt.white)
+        p.setFont(font)
+        base = ly + 0.3 * pad + fm.ascent()
+        p.drawText(QPointF(lx + pad, base), text)
+        if extra:
+            p.setFont(small)
+            p.setPen(QColor(255, 255, 255, 210))
+            p.drawText(QPointF(lx + pad + fm.horizontalAdvance(text) + fms.horizontalAdvance(" "), base), extra)
         if opts.landmarks and face.landmarks is not None:
+            p.setPen(Qt.NoPen)
+            p.setBrush(QColor(255, 221, 0))
+            r = max(1.5, pen_w)
             for x, y in np.asarray(face.landmarks, np.float32).reshape(-1, 2) * scale:
-                cv2.circle(image, (int(round(x)), int(round(y))), thick + 1, (0, 255, 255), -1, cv2.LINE_AA)
-    return image
+                p.drawEllipse(QPointF(float(x), float(y)), r, r)
+    p.end()
 
 
-def render_display(frame_bgr: np.ndarray, faces: Faces, box: tuple[int, int], opts: OverlayOptions) -> np.ndarray:
-    """The frame fitted into ``box`` (w, h) with overlays, as a contiguous RGB array."""
+def render_display(frame_bgr: np.ndarray, faces: Faces, box: tuple[int, int], opts: OverlayOptions) -> QImage:
+    """The frame fitted into ``box`` (w, h) with overlays, ready to blit."""
     h, w = frame_bgr.shape[:2]
     tw, th = fit_size(w, h, *box)
     if (tw, th) == (w, h):
-        img = frame_bgr.copy()
+        img = frame_bgr
     else:
-        interp = cv2.INTER_AREA if tw < w else cv2.INTER_LINEAR
-        img = cv2.resize(frame_bgr, (tw, th), interpolation=interp)
-    draw_faces(img, faces, opts, scale=tw / w)
-    return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+        img = cv2.resize(frame_bgr, (tw, th), interpolation=cv2.INTER_AREA if tw < w else cv2.INTER_LINEAR)
+    if opts.privacy and len(faces):
+        img = img.copy() if img is frame_bgr else img
+        blur_faces(img, faces.xyxy * (tw / w))
+    q = bgr_to_qimage(img)
+    paint_faces(q, faces, opts, scale=tw / w)
+    return q
 
 
 def render_full(frame_bgr: np.ndarray, faces: Faces, opts: OverlayOptions) -> np.ndarray:
     """The annotated frame at its own resolution (BGR), for snapshots."""
-    return draw_faces(frame_bgr.copy(), faces, opts, scale=1.0)
+    img = frame_bgr
+    if opts.privacy and len(faces):
+        img = frame_bgr.copy()
+        blur_faces(img, faces.xyxy)
+    q = bgr_to_qimage(img)
+    paint_faces(q, faces, opts)
+    return qimage_to_bgr(q)

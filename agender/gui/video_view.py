@@ -15,12 +15,6 @@ from PyQt5.QtGui import QColor, QFont, QImage, QPainter
 from PyQt5.QtWidgets import QSizePolicy, QWidget
 
 
-def rgb_to_qimage(rgb: np.ndarray) -> QImage:
-    """Wrap a contiguous HxWx3 uint8 RGB array (no copy: keep the array alive with the image)."""
-    h, w = rgb.shape[:2]
-    return QImage(rgb.data, w, h, int(rgb.strides[0]), QImage.Format_RGB888)
-
-
 class VideoView(QWidget):
     """Signals: ``resized(int, int)`` the drawable size; ``file_dropped(str)`` a dropped file."""
 
@@ -33,7 +27,6 @@ class VideoView(QWidget):
         self.setMinimumSize(320, 180)
         self.setAcceptDrops(True)
         self.setAttribute(Qt.WA_OpaquePaintEvent)
-        self.image_array: np.ndarray | None = None  # the RGB picture on screen (tests read it)
         self._qimage: QImage | None = None
         self.message = "Open a video, a stream or a camera (Ctrl+O, or drop a file here)"
         self.banner = ""  # shown over the picture (e.g. "reconnecting…")
@@ -45,15 +38,28 @@ class VideoView(QWidget):
         return QSize(960, 540)
 
     # -- content ----------------------------------------------------------------------------
-    def set_frame(self, rgb: np.ndarray) -> None:
-        self.image_array = rgb
-        self._qimage = rgb_to_qimage(rgb)
+    @property
+    def has_frame(self) -> bool:
+        return self._qimage is not None
+
+    @property
+    def image_array(self) -> np.ndarray | None:
+        """The picture on screen as an RGB array (a copy; for tests and tools)."""
+        if self._qimage is None:
+            return None
+        import cv2
+
+        from agender.gui.overlay import qimage_to_bgr
+
+        return cv2.cvtColor(qimage_to_bgr(self._qimage), cv2.COLOR_BGR2RGB)
+
+    def set_frame(self, image: QImage) -> None:
+        self._qimage = image
         self.idle = False
         self.frames_shown += 1
         self.update()
 
     def clear(self, message: str = "") -> None:
-        self.image_array = None
         self._qimage = None
         self.message = message
         self.update()

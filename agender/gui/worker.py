@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 from PyQt5.QtCore import QThread, pyqtSignal
+from PyQt5.QtGui import QImage
 
 from agender.errors import AgenderError
 from agender.faces import Faces
@@ -53,7 +54,7 @@ class Result:
 
     captured: Captured
     faces: Faces
-    display: np.ndarray  # RGB, already fitted to the view and annotated
+    display: QImage  # already fitted to the view and annotated
     t_done: float  # time.monotonic() when rendering finished
     stage_ms: dict[str, float] = field(default_factory=dict)
     proc_fps: float = 0.0
