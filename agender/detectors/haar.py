@@ -34,7 +34,12 @@ class _CascadeDetector:
         self.min_neighbors = min_neighbors
 
     def detect(self, image: np.ndarray) -> Faces:
-        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        if image.size == 0:
+            return Faces()
+        if image.ndim == 3:
+            gray = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+        else:
+            gray = image
         gray = cv2.equalizeHist(gray)
         rects, _, weights = self.cascade.detectMultiScale3(
             gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
