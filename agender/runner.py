@@ -416,7 +416,7 @@ class Runner:
         if item.kind == "camera":
             return CameraSource(parse_camera(item.spec))
         return VideoSource(item.spec, start_s=o.start_s, end_s=o.end_s, rate=o.fps, max_frames=o.max_frames,
-                           open_timeout_s=o.timeout_s, check_length=item.kind == "video")
+                           open_timeout_s=o.timeout_s, check_length=not item.is_live)
 
     # -- the batch -----------------------------------------------------------------------
     def run(self, items: Sequence[InputItem]) -> list[InputResult]:
@@ -534,17 +534,18 @@ class Runner:
             for st in stages:
                 getattr(st, "close", lambda: None)()
 
+        analysed = base.frames_analysed + pipe.stats.frames_analysed
+        if not error and analysed == 0 and item.kind in ("video", "stream"):
+            dur = (source.frame_count or 0) / source.fps if source.fps else 0
+            error = (f"{item.spec}: --start {o.start_s:g} s is past the end of the video ({dur:.1f} s)"
+                     if dur and o.start_s >= dur else f"{item.spec}: no frame could be decoded")
+        if not error and analysed == 0 and item.kind == "images":
+            error = failed_files[0][1] if len(failed_files) == 1 else f"none of {len(item.paths)} images could be read"
         if error and not live:
             for s in sinks:
                 getattr(s, "abort", lambda: None)()
             ckpt_path.unlink(missing_ok=True)
             return InputResult(item, "failed", error, failed_files=failed_files)
-        if item.kind == "images" and pipe.stats.frames_analysed + base.frames_analysed == 0:
-            for s in sinks:
-                getattr(s, "abort", lambda: None)()
-            ckpt_path.unlink(missing_ok=True)
-            msg = failed_files[0][1] if len(failed_files) == 1 else f"{item.spec}: none of {len(item.paths)} images could be read"
-            return InputResult(item, "failed", msg, failed_files=failed_files)
 
         for s in sinks:
             s.close()

@@ -44,6 +44,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     o.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     o.add_argument("--timeout", type=positive_float, default=10.0, metavar="S",
                    help="network timeout for URLs, in seconds (default 10)")
+    o.add_argument("--checkpoint-every", type=non_negative_float, default=1.0, metavar="S",
+                   help="seconds between resume checkpoints of a running video (default 1; 0 = every group)")
     o.add_argument("--group-frames", type=positive_int, default=8, metavar="N",
                    help="frames whose faces share one estimator batch (default 8)")
     add_extension_options(p)
@@ -82,28 +84,37 @@ def _progress(args):
 
 def run(args: argparse.Namespace) -> int:
     from agender.inputs import expand_inputs
-    from agender.runner import RunOptions, Runner
 
     if args.end is not None and args.end <= args.start:
         args._parser.error(f"--end ({args.end:g}) must be after --start ({args.start:g})")
     if args.outdir.exists() and not args.outdir.is_dir():
         args._parser.error(f"-o {args.outdir}: exists and is not a folder")
+    logger = logging.getLogger("agender")
+    level = logger.level
     if args.quiet:
-        logging.getLogger("agender").setLevel(logging.WARNING)
+        logger.setLevel(logging.WARNING)
+    try:
+        return _analyze(args, expand_inputs(args.inputs))
+    finally:
+        logger.setLevel(level)
 
-    items = expand_inputs(args.inputs)
+
+def _analyze(args: argparse.Namespace, items) -> int:
+    from agender.runner import RunOptions, Runner
+
     plugins = plugins_for(args)
     opts = RunOptions(fps=args.fps, max_frames=args.max_frames, start_s=args.start, end_s=args.end,
                       no_detect=args.no_detect, format=args.format, overwrite=args.overwrite,
-                      group_frames=args.group_frames, timeout_s=args.timeout,
+                      group_frames=args.group_frames, timeout_s=args.timeout, checkpoint_s=args.checkpoint_every,
                       extra_columns=tuple(plugins.extra_columns))
     try:
         args.outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         print(f"agender: error: {args.outdir}: cannot create output folder ({exc.strerror or exc})", file=sys.stderr)
         return 1
-    runner = Runner(lambda: build_analyzer(args, no_detect=args.no_detect), args.outdir, opts, stage_factories=plugins.stage_factories,
-                    sink_factories=plugins.sink_factories, progress=_progress(args))
+    runner = Runner(lambda: build_analyzer(args, no_detect=args.no_detect), args.outdir, opts,
+                    stage_factories=plugins.stage_factories, sink_factories=plugins.sink_factories,
+                    progress=_progress(args))
     failures: list[str] = []
     for item in items:
         res = runner.run_input(item)
@@ -111,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             failures.append(msg)
             print(f"agender: error: {msg}", file=sys.stderr)
         if res.status == "failed":
-            if res.error and res.error not in (m for _, m in res.failed_files):
+            if res.error and not res.failed_files:  # a failed image set already listed its files
                 failures.append(res.error)
                 print(f"agender: error: {res.error}", file=sys.stderr)
             continue

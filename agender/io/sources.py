@@ -157,6 +157,9 @@ class VideoSource:
         """Raise when the stream ended well before the container's frame count."""
         n = self.frame_count
         if self.check_length and n and idx < n - max(3, n // 50):
+            if is_url(self.spec):
+                raise SourceError(f"{self.spec}: stream ended at frame {idx} of {n} "
+                                  "(connection dropped, or the server cannot serve byte ranges)")
             raise SourceError(f"{self.spec}: video ends at frame {idx} of {n} (truncated or corrupt)")
 
     def close(self) -> None:
