@@ -1,0 +1,240 @@
+"""The video loop with tracking: what to do with each frame, one frame at a time.
+
+:class:`TrackingStage` is the per-frame logic, shaped as a runner *frame stage*
+(``should_detect`` → detector → ``prepare`` → estimator → ``update``; see
+:mod:`agender.runner`), so ``agender analyze`` can batch the estimator over several frames.
+:class:`TrackedAnalyzer` drives the same stage frame by frame with an Analyzer (the GUI's
+live loop, tests, benchmarks). Per frame:
+
+1. A shot cut (:class:`~agender.shots.ShotCutDetector`) ends every track and forces a detection.
+2. ``--skip-similar T``: a frame within ``T`` gray levels of the last analysed one is *skipped*:
+   the last faces are carried (nothing detected or estimated).
+3. Every ``detect_every``-th remaining frame is a *detect* frame (detector + ByteTrack); the
+   frames between are *track* frames (boxes moved by the tracker, nothing detected).
+4. Only faces that are due are estimated (new tracks, tracks whose estimate is
+   ``reestimate_every`` frames old, faces that got bigger/sharper); their raw ``age``/``p_male``
+   are set, the others' are NaN (not measured on this frame); every tracked face gets its
+   track's running means in ``age_avg``/``p_male_avg``.
+
+:attr:`TrackingStage.kinds` maps frame index → ``"detect"``/``"track"``/``"skip"`` for the
+frames of the current batch.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from agender.faces import Faces
+from agender.shots import ShotCutDetector, SimilarFrameFilter
+from agender.tracking import Tracker
+
+KINDS = ("detect", "track", "skip")
+
+
+class TrackingStage:
+    """Tracking, frame skipping and shot cuts for one video (see the module docstring).
+
+    ``fps``: rate of the frames this stage sees; ``detect_every``: detect on every Nth of them;
+    ``reestimate_every``: refresh a track's estimate at least every K frames (default
+    ``detect_every``: with ``detect_every=1`` every face is estimated on every frame);
+    ``skip_similar``: the ``--skip-similar`` threshold in gray levels (0 = off); ``cuts``:
+    reset tracks at shot cuts; ``between``: how boxes move between detections
+    (:data:`agender.tracking.BETWEEN_MODES`).
+
+    Also a resumable *sink* (``begin``/``checkpoint``/``write``/``close``): the runner stores
+    :meth:`checkpoint` (the JSON state of the tracker, cut detector and skip filter) with its
+    resume point and hands it back to :meth:`begin`, so a resumed run continues the same tracks
+    with the same ids. Only OpenCV trackers cannot be saved: with ``detect_every > 1`` the few
+    frames between a resume and the next detection hold their boxes instead of following them.
+    """
+
+    name = "tracking"
+    resumable = True
+
+    def __init__(self, fps: float = 25.0, *, detect_every: int = 1, reestimate_every: int | None = None,
+                 skip_similar: float = 0.0, cuts: bool = True, between: str = "kcf", lost_after_s: float = 1.0):
+        self.fps = float(fps) if fps and fps > 0 else 25.0
+        self.detect_every = max(1, int(detect_every))
+        self.reestimate_every = self.detect_every if reestimate_every is None else max(1, int(reestimate_every))
+        self.skip_similar = float(skip_similar)
+        self.between = between
+        self.lost_after_s = float(lost_after_s)
+        self.tracker = Tracker(fps=self.fps, detect_every=self.detect_every, lost_after_s=lost_after_s, between=between)
+        self.cuts = ShotCutDetector() if cuts else None
+        self.similar = SimilarFrameFilter(skip_similar)
+        self._since_detect: int | None = None  # frames since the last detection (None: detect next)
+        self._last = Faces()
+        self.kinds: dict[int, str] = {}
+        self._due: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.shot_starts: list[int] = []  # frame indices where a cut was found
+        self.counts = dict.fromkeys(KINDS, 0)
+
+    @property
+    def fingerprint(self) -> str:
+        return (f"de={self.detect_every},re={self.reestimate_every},skip={self.skip_similar},"
+                f"cuts={self.cuts is not None},between={self.between},lost={self.lost_after_s}")
+
+    @property
+    def last_faces(self) -> Faces:
+        return self._last
+
+    # -- the frame-stage protocol -------------------------------------------------------------
+    def should_detect(self, frame) -> bool:
+        """Decide this frame's kind (cut → detect; similar → skip; else detect every N)."""
+        image = frame.image
+        if self.cuts is not None and self.cuts.update(image):
+            self.shot_starts.append(int(frame.index))
+            self.tracker.new_shot()
+            self.similar.reset()
+            self._since_detect = None
+            self._last = Faces()
+        if self.similar.should_skip(image):
+            kind = "skip"
+        else:
+            self.similar.mark_analysed(image)
+            if self._since_detect is None or self._since_detect + 1 >= self.detect_every:
+                kind, self._since_detect = "detect", 0
+            else:
+                kind, self._since_detect = "track", self._since_detect + 1
+        self.kinds[int(frame.index)] = kind
+        self.counts[kind] += 1
+        return kind == "detect"
+
+    def prepare(self, frame, faces: Faces | None) -> Faces:
+        """Ids (detect), moved boxes (track) or the last faces (skip); faces that need no
+        estimate get their track's means as placeholders so the estimator skips them."""
+        image, idx = frame.image, int(frame.index)
+        kind = self.kinds.get(idx) or ("detect" if faces is not None else "track")
+        if kind == "detect":
+            out = self.tracker.associate(image, faces if faces is not None else Faces())
+        elif kind == "track":
+            out = self.tracker.propagate(image)
+        else:
+            out = replace(self._last, det_conf=np.full(len(self._last), np.nan, np.float32))
+        quality = self.tracker.qualities(image, out)
+        due = self.tracker.plan_estimates(out, quality, self.reestimate_every) if kind != "skip" else np.zeros(len(out), bool)
+        self._due[idx] = (due, quality)
+        self._last = out
+        age, p = out.age.copy(), out.p_male.copy()
+        age[~due], p[~due] = out.age_avg[~due], out.p_male_avg[~due]
+        for i in np.flatnonzero(~due):  # a track without any estimate yet still needs a non-NaN placeholder
+            if not (np.isfinite(age[i]) or np.isfinite(p[i])):
+                p[i] = -1.0
+        return replace(out, age=age, p_male=p)
+
+    def update(self, frame, faces: Faces, detected: bool = True) -> Faces:
+        """Fold the fresh estimates into the tracks; raw values of faces not estimated → NaN."""
+        idx = int(frame.index)
+        due, quality = self._due.pop(idx, (np.ones(len(faces), bool), np.zeros(len(faces), np.float32)))
+        self.kinds.pop(idx, None)
+        if len(due) != len(faces):
+            due, quality = np.ones(len(faces), bool), np.zeros(len(faces), np.float32)
+        out = self.tracker.absorb(faces, due, quality, idx, float(frame.time_s))
+        self._last = out
+        return out
+
+    def close(self) -> None:
+        pass
+
+    # -- the resumable-sink protocol (state only; writes nothing) -------------------------------
+    def begin(self, state: dict | None = None) -> bool:
+        if state is not None:
+            self.load_state_dict(state)
+        return True
+
+    def write(self, frame, faces: Faces) -> None:
+        pass
+
+    def checkpoint(self) -> dict:
+        return self.state_dict()
+
+    def abort(self) -> None:
+        pass
+
+    def suspend(self) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {"tracker": self.tracker.state_dict(),
+                "cuts": None if self.cuts is None else self.cuts.state_dict(),
+                "similar": self.similar.state_dict(), "since_detect": self._since_detect,
+                "shot_starts": list(self.shot_starts), "counts": dict(self.counts),
+                "last": _faces_out(self._last)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.tracker.load_state_dict(state["tracker"])
+        if self.cuts is not None and state.get("cuts") is not None:
+            self.cuts.load_state_dict(state["cuts"])
+        self.similar.load_state_dict(state["similar"])
+        self._since_detect = state["since_detect"]
+        self.shot_starts = [int(v) for v in state["shot_starts"]]
+        self.counts = {k: int(state["counts"].get(k, 0)) for k in KINDS}
+        self._last = _faces_in(state["last"])
+
+
+class TrackedAnalyzer:
+    """An :class:`~agender.analyzer.Analyzer` plus a :class:`TrackingStage`, one frame at a time.
+
+    >>> ta = TrackedAnalyzer(Analyzer(), fps=source.fps, detect_every=5)
+    >>> for frame in source:
+    ...     faces = ta.process(frame)      # track_id, age_avg, p_male_avg filled
+    """
+
+    def __init__(self, analyzer, fps: float = 25.0, **stage_options):
+        self.analyzer = analyzer
+        self.stage = TrackingStage(fps, **stage_options)
+        self.last_kind = ""
+
+    @property
+    def tracker(self) -> Tracker:
+        return self.stage.tracker
+
+    @property
+    def shot_starts(self) -> list[int]:
+        return self.stage.shot_starts
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.stage.counts
+
+    def process(self, frame) -> Faces:
+        """``frame``: an :class:`~agender.io.sources.Frame` (``index``, ``time_s``, ``image``)."""
+        st, an = self.stage, self.analyzer
+        detect = st.should_detect(frame)
+        self.last_kind = st.kinds[int(frame.index)]
+        faces = st.prepare(frame, an.detect(frame.image) if detect else None)
+        todo = np.flatnonzero(~(np.isfinite(faces.age) | np.isfinite(faces.p_male)))
+        if len(todo):
+            t0 = time.perf_counter()
+            crops, lms = an.crops(frame.image, faces[todo])
+            an.times.crop += time.perf_counter() - t0
+            est = an.estimate(crops, lms)
+            age, p, std = faces.age.copy(), faces.p_male.copy(), faces.age_std.copy()
+            age[todo], p[todo], std[todo] = est.age, est.p_male, est.age_std
+            labels = list(faces.age_label)
+            if est.age_label is not None:
+                for k, i in enumerate(todo):
+                    labels[i] = est.age_label[k]
+            faces = replace(faces, age=age, p_male=p, age_std=std, age_label=labels)
+            an.times.faces += len(todo)
+        an.times.frames += 1
+        return st.update(frame, faces, detect)
+
+
+def _faces_out(f: Faces) -> dict:
+    nan = lambda a: [None if v != v else float(v) for v in np.asarray(a, np.float64).ravel()]  # noqa: E731
+    return {"xyxy": nan(f.xyxy), "det_conf": nan(f.det_conf), "age": nan(f.age), "age_std": nan(f.age_std),
+            "p_male": nan(f.p_male), "track_id": [int(v) for v in f.track_id], "track_conf": nan(f.track_conf),
+            "age_avg": nan(f.age_avg), "p_male_avg": nan(f.p_male_avg), "age_label": list(f.age_label),
+            "landmarks": None if f.landmarks is None else nan(f.landmarks)}
+
+
+def _faces_in(d: dict) -> Faces:
+    arr = lambda k: np.array([np.nan if v is None else v for v in d[k]], np.float32)  # noqa: E731
+    n = len(d["track_id"])
+    return Faces(xyxy=arr("xyxy").reshape(n, 4), det_conf=arr("det_conf"), age=arr("age"), age_std=arr("age_std"),
+                 p_male=arr("p_male"), track_id=d["track_id"], track_conf=arr("track_conf"), age_avg=arr("age_avg"),
+                 p_male_avg=arr("p_male_avg"), age_label=list(d["age_label"]),
+                 landmarks=None if d["landmarks"] is None else arr("landmarks").reshape(n, -1, 2))

@@ -1,0 +1,429 @@
+"""Face identities across frames, and per-person smoothed estimates.
+
+Why: a per-frame guess flickers ("M 34", "M 41", "F 29" on one face). The tracker gives every
+face a ``track_id`` (the ``face_id`` column) and keeps, per track, a confidence-weighted
+running mean of the estimator's age and P(male); ``age_avg``/``p_male_avg`` (and
+``Face.gender_avg``) are those means, the raw per-frame values stay beside them.
+
+Association is ByteTrack from Roboflow's ``trackers`` package (Kalman prediction + Hungarian
+matching on IoU); we only own the id numbering (per :class:`Tracker`, not the library's
+process-wide counter) and the smoothing. Between two detections (``--detect-every N``)
+boxes move with an OpenCV tracker (KCF by default, on a ≤320-px copy) or the ByteTrack
+Kalman prediction (``between="kalman"``, free), or stay put (``"hold"``).
+
+Everything is frame by frame (the GUI calls it from a live loop); memory is bounded by the
+number of tracks, not the video length. :meth:`Tracker.new_shot` ends every track (call it on
+a shot cut: a face in the next shot is someone else even when the boxes overlap).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import cv2
+import numpy as np
+
+from agender.faces import Faces
+
+BETWEEN_MODES = ("kcf", "csrt", "mil", "kalman", "hold")
+_OCV = {"kcf": "TrackerKCF_create", "csrt": "TrackerCSRT_create", "mil": "TrackerMIL_create"}
+
+
+def face_quality(image: np.ndarray, xyxy, det_conf: float = float("nan")) -> tuple[float, float]:
+    """``(quality, sharpness)`` of one face box: how much to trust an estimate made on it.
+
+    quality = detector confidence × size factor (short side / 160 px, ≤ 1) × sharpness factor
+    (variance of the Laplacian on a 64×64 gray copy, s/(s+100)). Used as the weight of the
+    running means, to pick the best chip of a track, and to re-estimate a track whose face
+    got bigger or sharper.
+    """
+    x1, y1, x2, y2 = (int(round(float(v))) for v in xyxy)
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return 0.0, 0.0
+    crop = image[y1:y2, x1:x2]
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
+    gray = cv2.resize(gray, (64, 64), interpolation=cv2.INTER_AREA)
+    sharp = float(cv2.Laplacian(gray, cv2.CV_32F).var())
+    conf = det_conf if det_conf == det_conf else 1.0  # NaN → 1
+    size = min(x2 - x1, y2 - y1) / 160.0
+    return float(max(conf, 0.0) * min(size, 1.0) * sharp / (sharp + 100.0)), sharp
+
+
+def box_iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@dataclass
+class TrackSummary:
+    """What a track amounts to (one row of ``<name>.tracks.csv``)."""
+
+    face_id: int
+    first_frame: int
+    first_s: float
+    last_frame: int
+    last_s: float
+    frames: int = 0  # frames the track was shown in
+    estimates: int = 0  # frames with a fresh estimate
+    w_sum: float = 0.0
+    age_wsum: float = 0.0
+    age_w2sum: float = 0.0
+    p_wsum: float = 0.0
+    best_quality: float = -1.0
+    best_frame: int = -1
+    best_s: float = float("nan")
+    best_xyxy: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+    def add_estimate(self, age: float, p_male: float, weight: float) -> None:
+        w = max(float(weight), 1e-3)  # a blurry estimate still counts a little
+        if age == age:
+            self.age_wsum += w * age
+            self.age_w2sum += w * age * age
+        if p_male == p_male:
+            self.p_wsum += w * p_male
+        self.w_sum += w
+        self.estimates += 1
+
+    @property
+    def age_mean(self) -> float:
+        return self.age_wsum / self.w_sum if self.w_sum > 0 else float("nan")
+
+    @property
+    def age_std(self) -> float:
+        """Weighted spread of the raw ages around :attr:`age_mean` (years)."""
+        if self.w_sum <= 0:
+            return float("nan")
+        m = self.age_mean
+        return math.sqrt(max(self.age_w2sum / self.w_sum - m * m, 0.0))
+
+    @property
+    def p_male_mean(self) -> float:
+        return self.p_wsum / self.w_sum if self.w_sum > 0 else float("nan")
+
+    @property
+    def gender(self) -> str:
+        p = self.p_male_mean
+        return "" if p != p else ("male" if p >= 0.5 else "female")
+
+
+@dataclass
+class _Live:
+    """Per-track working state (not part of the summary)."""
+
+    box: np.ndarray  # last shown box, full-res xyxy
+    det_conf: float = float("nan")
+    landmarks: np.ndarray | None = None  # at ``box``
+    ocv: object | None = None  # OpenCV tracker, re-created at every detection
+    steps_since_estimate: int = 10**9
+    est_quality: float = -1.0
+    steps_since_detect: int = 0
+    followed: bool = False  # box moved by the OpenCV tracker since the last detection
+
+
+@dataclass
+class Tracker:
+    """Assigns ``track_id`` and smooths estimates. See the module docstring.
+
+    ``fps`` is the rate of frames the tracker sees and ``detect_every`` how many of them make
+    one detection (one :meth:`associate` call); together they say how many detections a lost
+    track is kept for (``lost_after_s``) before its id is retired.
+    """
+
+    fps: float = 25.0
+    detect_every: int = 1  # source frames per detection; scales the Kalman step between them
+    lost_after_s: float = 1.0
+    iou_threshold: float = 0.1
+    between: str = "kcf"
+    work_width: int = 320
+    _next_id: int = 0
+    _bt: object | None = None
+    _live: dict = field(default_factory=dict)  # face_id -> _Live (visible at the last detection)
+    _summary: dict = field(default_factory=dict)  # face_id -> TrackSummary (all tracks ever)
+
+    def __post_init__(self) -> None:
+        if self.between not in BETWEEN_MODES:
+            raise ValueError(f"between must be one of {BETWEEN_MODES}, not {self.between!r}")
+        self._bt = self._new_bytetrack()
+
+    def _new_bytetrack(self):
+        from trackers import ByteTrackTracker
+
+        lost = max(1, math.ceil(self.lost_after_s * max(self.fps, 1e-3) / max(self.detect_every, 1)))
+        # frame_rate=30 makes lost_track_buffer a plain frame count; thresholds 0: the
+        # detector already applied its own confidence threshold, so every face may start a track.
+        return ByteTrackTracker(lost_track_buffer=lost, frame_rate=30.0, track_activation_threshold=0.0,
+                                minimum_consecutive_frames=1, minimum_iou_threshold=self.iou_threshold,
+                                high_conf_det_threshold=0.0)
+
+    # -- state -------------------------------------------------------------------------------
+    def new_shot(self) -> None:
+        """End every track (a shot cut); ids keep counting up."""
+        self._bt = self._new_bytetrack()
+        self._live.clear()
+
+    def summaries(self) -> list[TrackSummary]:
+        return sorted(self._summary.values(), key=lambda s: s.face_id)
+
+    def summary(self, face_id: int) -> TrackSummary | None:
+        return self._summary.get(int(face_id))
+
+    @property
+    def active_ids(self) -> list[int]:
+        return sorted(self._live)
+
+    # -- resume checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """JSON-able state: ids, summaries, live tracks and ByteTrack's Kalman tracklets.
+        OpenCV trackers cannot be saved: after :meth:`load_state_dict` a track's box is held
+        (not followed) until its next detection."""
+        return {
+            "next_id": self._next_id,
+            "summary": [{k: (_f(v) if isinstance(v, float) else v) for k, v in asdict(t).items()}
+                        for t in self._summary.values()],
+            "live": {str(k): {"box": v.box.tolist(), "det_conf": _f(v.det_conf),
+                              "landmarks": None if v.landmarks is None else v.landmarks.tolist(),
+                              "steps_since_estimate": v.steps_since_estimate, "est_quality": v.est_quality,
+                              "steps_since_detect": v.steps_since_detect}
+                     for k, v in self._live.items()},
+            "bytetrack": [{"tracker_id": int(t.tracker_id), "state": t.state.ravel().tolist(),
+                           "P": t.P.ravel().tolist(), "hits": int(t.number_of_successful_updates),
+                           "since_update": int(t.time_since_update)} for t in self._bt.tracks],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        from trackers.core.bytetrack.kalman_box_tracker import ByteTrackKalmanBoxTracker
+
+        self._next_id = int(state["next_id"])
+        self._summary = {}
+        for d in state["summary"]:
+            d = dict(d, best_xyxy=tuple(d["best_xyxy"]))
+            self._summary[int(d["face_id"])] = TrackSummary(**{k: (float("nan") if v is None else v) for k, v in d.items()})
+        self._live = {}
+        for k, v in state["live"].items():
+            lm = v["landmarks"]
+            self._live[int(k)] = _Live(box=np.asarray(v["box"], np.float32), det_conf=_unf(v["det_conf"]),
+                                       landmarks=None if lm is None else np.asarray(lm, np.float32),
+                                       steps_since_estimate=int(v["steps_since_estimate"]),
+                                       est_quality=float(v["est_quality"]),
+                                       steps_since_detect=int(v["steps_since_detect"]))
+        self._bt = self._new_bytetrack()
+        for d in state["bytetrack"]:
+            t = ByteTrackKalmanBoxTracker(np.asarray(d["state"][:4], np.float32))
+            t.state = np.asarray(d["state"], np.float32).reshape(8, 1)
+            t.P = np.asarray(d["P"], np.float32).reshape(8, 8)
+            t.tracker_id, t.number_of_successful_updates, t.time_since_update = d["tracker_id"], d["hits"], d["since_update"]
+            self._bt.tracks.append(t)
+
+    # -- detection frames --------------------------------------------------------------------
+    def associate(self, image: np.ndarray, dets: Faces) -> Faces:
+        """Give each detected face a track id (new tracks get new ids); returns ``dets`` with
+        ``track_id`` and ``track_conf`` (IoU between the box the track predicted and the
+        detection; NaN on a track's first frame)."""
+        import supervision as sv
+
+        n = len(dets)
+        conf = np.nan_to_num(dets.det_conf.astype(np.float32), nan=1.0)
+        sv_dets = sv.Detections(xyxy=dets.xyxy.astype(np.float32).reshape(-1, 4), confidence=conf,
+                                class_id=np.zeros(n, int), data={"i": np.arange(n)})
+        for t in self._bt.tracks:  # where a box was followed since the last detection, the
+            st = self._live.get(int(t.tracker_id))  # Kalman predicts from there, not from its stale state
+            if st is not None and st.followed:
+                t.state[:4, 0] = st.box - t.state[4:, 0]
+        pred = {id(t): (t.state[:4, 0] + t.state[4:, 0]).astype(np.float32) for t in self._bt.tracks}
+        out = self._bt.update(sv_dets)
+        spawned = [t for t in self._bt.tracks if t.tracker_id == -1]
+        for t in spawned:
+            t.tracker_id = self._take_id()
+        by_id = {int(t.tracker_id): t for t in self._bt.tracks}
+        ids = np.full(n, -1, np.int64)
+        tconf = np.full(n, np.nan, np.float32)
+        rows = out.data.get("i", np.zeros(0, int)) if len(out) else np.zeros(0, int)
+        for k, i in enumerate(rows):
+            tid = int(out.tracker_id[k]) if out.tracker_id is not None else -1
+            box = dets.xyxy[i]
+            if tid < 0:  # spawned this frame: its state is exactly the detection box
+                match = [t for t in spawned if np.allclose(t.state[:4, 0], box, atol=1e-3)]
+                tid = int(match[0].tracker_id) if match else -1
+            elif id(by_id.get(tid)) in pred:
+                tconf[i] = box_iou(pred[id(by_id[tid])], box)
+            ids[i] = tid
+        faces = replace(dets, track_id=ids, track_conf=tconf)
+        self._refresh_live(image, faces)
+        return faces
+
+    def _take_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    def _refresh_live(self, image: np.ndarray, faces: Faces) -> None:
+        live = {}
+        small, scale = self._work_copy(image) if self.between in _OCV and len(faces) else (None, 1.0)
+        for i, tid in enumerate(faces.track_id):
+            if tid < 0:
+                continue
+            old = self._live.get(int(tid))
+            st = old if old is not None else _Live(box=faces.xyxy[i].copy())
+            st.box = faces.xyxy[i].copy()
+            st.det_conf = float(faces.det_conf[i])
+            st.landmarks = None if faces.landmarks is None else faces.landmarks[i].copy()
+            st.steps_since_detect, st.followed = 0, False
+            st.ocv = None if small is None else self._start_ocv(small, scale, st.box)
+            live[int(tid)] = st
+        self._live = live
+
+    def _work_copy(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """The ≤ ``work_width`` copy the OpenCV trackers run on (they cost ∝ pixels)."""
+        h, w = image.shape[:2]
+        s = min(1.0, self.work_width / float(max(w, 1)))
+        if s == 1.0:
+            return image, 1.0
+        return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), s
+
+    def _start_ocv(self, small: np.ndarray, s: float, box: np.ndarray):
+        h, w = small.shape[:2]
+        x1, y1, x2, y2 = (box * s).tolist()
+        x1, y1 = max(0.0, x1), max(0.0, y1)
+        bw, bh = min(x2, w) - x1, min(y2, h) - y1
+        if bw < 8 or bh < 8:  # too small to follow: the box is held until the next detection
+            return None
+        try:
+            tr = getattr(cv2, _OCV[self.between])()
+            tr.init(small, (int(x1), int(y1), int(bw), int(bh)))
+        except cv2.error:
+            return None
+        return tr
+
+    # -- frames between detections ------------------------------------------------------------
+    def propagate(self, image: np.ndarray) -> Faces:
+        """Faces of the tracks seen at the last detection, boxes moved to this frame.
+        ``det_conf`` is NaN (nothing was detected); ``track_conf`` is 1 where the OpenCV
+        tracker followed the face, 0 where it lost it (box held), 0.5 for Kalman/hold."""
+        if not self._live:
+            return Faces()
+        ids = sorted(self._live)
+        boxes, tconf, lms = [], [], []
+        small, scale = None, 1.0
+        bt = {int(t.tracker_id): t for t in self._bt.tracks}
+        for tid in ids:
+            st = self._live[tid]
+            st.steps_since_detect += 1
+            new, c = st.box, 0.5
+            if st.ocv is not None:
+                if small is None:
+                    small, scale = self._work_copy(image)
+                try:
+                    ok, b = st.ocv.update(small)
+                except cv2.error:
+                    ok, b = False, None
+                if ok:
+                    x, y, bw, bh = (v / scale for v in b)
+                    new, c = np.array([x, y, x + bw, y + bh], np.float32), 1.0
+                    st.followed = True
+                else:
+                    c = 0.0
+            elif self.between == "kalman" and tid in bt:
+                t = bt[tid]
+                new = (t.state[:4, 0] + t.state[4:, 0] * min(st.steps_since_detect / max(self.detect_every, 1), 1.0)).astype(np.float32)
+            new = _clip_box(new, image.shape)
+            if st.landmarks is not None:
+                st.landmarks = _move_points(st.landmarks, st.box, new)
+            st.box = new
+            boxes.append(new)
+            tconf.append(c)
+            lms.append(st.landmarks)
+        landmarks = np.stack(lms) if all(l is not None for l in lms) else None
+        n = len(ids)
+        return Faces(xyxy=np.stack(boxes), det_conf=np.full(n, np.nan, np.float32), landmarks=landmarks,
+                     track_id=np.array(ids, np.int64), track_conf=np.array(tconf, np.float32))
+
+    # -- estimates ----------------------------------------------------------------------------
+    def qualities(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        """:func:`face_quality` of each face (a propagated face uses its track's last
+        detector confidence)."""
+        q = np.zeros(len(faces), np.float32)
+        for i, tid in enumerate(faces.track_id):
+            conf = float(faces.det_conf[i])
+            st = self._live.get(int(tid))
+            if conf != conf and st is not None:
+                conf = st.det_conf
+            q[i] = face_quality(image, faces.xyxy[i], conf)[0]
+        return q
+
+    def plan_estimates(self, faces: Faces, quality: np.ndarray, every: int = 1, better: float = 1.3) -> np.ndarray:
+        """Which faces to (re-)estimate now: untracked faces, new tracks, tracks whose last
+        estimate is ``every`` tracker steps old, and tracks whose face quality (size ×
+        sharpness × confidence, :meth:`qualities`) rose by ``better``× since their last
+        estimate. Call once per frame: it books the chosen faces as estimated (so a caller
+        that batches estimation over several frames plans the next frame correctly)."""
+        due = np.ones(len(faces), bool)
+        for i, tid in enumerate(faces.track_id):
+            st = self._live.get(int(tid))
+            if tid < 0 or st is None:
+                continue
+            if st.est_quality >= 0 and st.steps_since_estimate + 1 < max(1, every):
+                due[i] = quality[i] >= better * st.est_quality and quality[i] > 0
+            if due[i]:
+                st.steps_since_estimate, st.est_quality = 0, float(quality[i])
+            else:
+                st.steps_since_estimate += 1
+        return due
+
+    def absorb(self, faces: Faces, estimated: np.ndarray, quality: np.ndarray, index: int, time_s: float) -> Faces:
+        """Fold this frame's fresh estimates (rows where ``estimated``; raw values elsewhere
+        are set to NaN) into the running means; returns ``faces`` with ``age_avg``,
+        ``p_male_avg`` filled for tracked faces."""
+        estimated = np.asarray(estimated, bool).reshape(len(faces))
+        age, p, std = faces.age.copy(), faces.p_male.copy(), faces.age_std.copy()
+        age[~estimated] = np.nan
+        p[~estimated] = np.nan
+        std[~estimated] = np.nan
+        age_avg = np.full(len(faces), np.nan, np.float32)
+        p_avg = np.full(len(faces), np.nan, np.float32)
+        for i, tid in enumerate(faces.track_id):
+            tid = int(tid)
+            if tid < 0:
+                continue
+            s = self._summary.get(tid)
+            if s is None:
+                s = self._summary[tid] = TrackSummary(tid, index, time_s, index, time_s)
+            s.last_frame, s.last_s = index, time_s
+            s.frames += 1
+            q = float(quality[i])
+            if estimated[i]:
+                s.add_estimate(float(age[i]), float(p[i]), q)
+            if q > s.best_quality:
+                s.best_quality, s.best_frame, s.best_s = q, index, time_s
+                s.best_xyxy = tuple(float(v) for v in faces.xyxy[i])
+            age_avg[i], p_avg[i] = s.age_mean, s.p_male_mean
+        return replace(faces, age=age, p_male=p, age_std=std, age_avg=age_avg, p_male_avg=p_avg)
+
+
+def _clip_box(b: np.ndarray, shape) -> np.ndarray:
+    h, w = shape[:2]
+    b = np.asarray(b, np.float32).copy()
+    b[[0, 2]] = np.clip(b[[0, 2]], 0, w)
+    b[[1, 3]] = np.clip(b[[1, 3]], 0, h)
+    return b
+
+
+def _move_points(pts: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Map points from box ``old`` to box ``new`` (scale + translation)."""
+    ow, oh = max(old[2] - old[0], 1e-3), max(old[3] - old[1], 1e-3)
+    sx, sy = (new[2] - new[0]) / ow, (new[3] - new[1]) / oh
+    out = pts.copy()
+    out[:, 0] = new[0] + (pts[:, 0] - old[0]) * sx
+    out[:, 1] = new[1] + (pts[:, 1] - old[1]) * sy
+    return out
+
+
+def _f(v: float) -> float | None:
+    return None if v != v else float(v)
+
+
+def _unf(v) -> float:
+    return float("nan") if v is None else float(v)
