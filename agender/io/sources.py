@@ -239,17 +239,29 @@ def read_image(path: str | Path, max_pixels: int = 100_000_000) -> np.ndarray:
         raise SourceError(f"{p}: empty file")
     # Refuse decompression bombs before decoding: read the header size first.
     try:
+        import warnings
+
         from PIL import Image
 
-        with Image.open(p) as im:
-            w, h = im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's own bomb warning would print to stderr
+            with Image.open(p) as im:
+                w, h = im.size
         if w * h > max_pixels:
             raise SourceError(f"{p}: image too large ({w}x{h} > {max_pixels} pixels)")
     except SourceError:
         raise
-    except Exception:
-        pass  # PIL can't read it: let OpenCV decide
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except Exception as exc:  # PIL can't read it: let OpenCV decide, unless PIL saw a bomb
+        if type(exc).__name__ == "DecompressionBombError":
+            import re
+
+            m = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"{m.group(1)} pixels > {max_pixels}" if m else f"over {max_pixels} pixels"
+            raise SourceError(f"{p}: image too large ({size})") from None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # e.g. OpenCV's own pixel limit
+        raise SourceError(f"{p}: not a readable image ({str(exc).strip().splitlines()[-1][:120]})") from None
     if img is None:
         raise SourceError(f"{p}: not a readable image")
     from agender.imageops import to_bgr8
