@@ -194,7 +194,7 @@ def test_kiosk_reconnects_after_camera_unplugs_with_mock_camera(qtbot, window):
     win.view.idle_painter = spy_idle
     win.open_source("cam:0")
     win.capture.failed.connect(lambda msg, delay: delays.append(delay))
-    assert win.isFullScreen() and not win.menuBar().isVisible() and not win.panel.isVisible()
+    assert win.isFullScreen() and not win.menuBar().isVisible() and not win.panel_scroll.isVisible()
     qtbot.waitUntil(lambda: win.view.frames_shown >= 5, timeout=30000)
     qtbot.waitUntil(lambda: len(opened) == 2, timeout=30000)  # unplugged, busy ×3, back
     shown_at_reconnect = win.view.frames_shown

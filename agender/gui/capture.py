@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -69,6 +70,33 @@ class FrameSlot:
             self._item = None
 
 
+class RateMeter:
+    """Events per second over the last ``window_s`` seconds.
+
+    Why not an average of 1/interval: two frames that arrive together (a catch-up after a
+    stall) would read as 1000 fps and swamp the average.
+    """
+
+    def __init__(self, window_s: float = 2.0):
+        self.window_s = window_s
+        self._t: deque[float] = deque()
+
+    def tick(self, t: float | None = None) -> None:
+        t = time.monotonic() if t is None else t
+        self._t.append(t)
+        while len(self._t) > 2 and t - self._t[0] > self.window_s:
+            self._t.popleft()
+
+    @property
+    def rate(self) -> float:
+        if len(self._t) < 2 or self._t[-1] <= self._t[0]:
+            return 0.0
+        return (len(self._t) - 1) / (self._t[-1] - self._t[0])
+
+    def reset(self) -> None:
+        self._t.clear()
+
+
 @dataclass
 class Backoff:
     """Retry delays that grow ``factor``-fold up to ``maximum``; :meth:`reset` after a success."""
@@ -98,18 +126,23 @@ def is_live_spec(spec: str) -> bool:
 def list_cameras(max_index: int = 4, opener: Callable[[int], Any] = CameraSource) -> list[int]:
     """Indices of the cameras that actually open (a device node that exists but is busy or
     not a capture device is left out). Slow (each probe opens a device): call off the UI thread."""
+    from cv2.utils import logging as cvlog
+
     found = []
-    for i in range(max_index + 1):
-        try:
-            cam = opener(i)
-        except AgenderError:
-            continue
-        except Exception:  # noqa: BLE001 - a driver error means "not usable"
-            continue
-        try:
-            cam.close()
-        finally:
-            found.append(i)
+    level = cvlog.getLogLevel()
+    cvlog.setLogLevel(cvlog.LOG_LEVEL_ERROR)  # each missing /dev/videoN would print a warning
+    try:
+        for i in range(max_index + 1):
+            try:
+                cam = opener(i)
+            except Exception:  # noqa: BLE001 - not there, busy, or a driver error: not usable
+                continue
+            try:
+                cam.close()
+            finally:
+                found.append(i)
+    finally:
+        cvlog.setLogLevel(level)
     return found
 
 
@@ -141,7 +174,7 @@ class CaptureThread(QThread):
         self.reconnect = is_live_spec(self.spec) if reconnect is None else reconnect
         self.backoff = backoff or Backoff()
         self.generation = generation
-        self.fps = 0.0  # measured capture rate (EMA)
+        self.meter = RateMeter()
         self.source: Any = None
         self.retries = 0  # reconnect attempts so far (read by tests and the status bar)
         self._loop = loop
@@ -168,6 +201,11 @@ class CaptureThread(QThread):
             self._paused = paused
             self.paused_changed.emit(paused)
         self._poke()
+
+    @property
+    def fps(self) -> float:
+        """Frames handed to the worker per second, measured over the last seconds."""
+        return self.meter.rate
 
     @property
     def paused(self) -> bool:
@@ -245,7 +283,6 @@ class CaptureThread(QThread):
         it = iter(src)
         t_ref = idx_ref = None
         t_next = 0.0  # when the next frame is due (keeps the rhythm across a loop's rewind)
-        t_prev = None
         read_since_rewind = 0
         at_end = False
         while not self._stop.is_set():
@@ -295,13 +332,10 @@ class CaptureThread(QThread):
                         return
                     if self._seek_to is not None:
                         continue  # the user moved the slider while we waited: drop this frame
-                elif now - due > 0.5:  # fell far behind (slow decode): re-anchor, don't sprint
+                elif now - due > 2.0 / fps:  # fell behind (slow decode, busy CPU): re-anchor, don't sprint
                     t_ref, idx_ref, t_next = now, fr.index, now + 1.0 / fps
                 now = time.monotonic()
-            if t_prev is not None and now > t_prev:
-                inst = 1.0 / (now - t_prev)
-                self.fps = inst if self.fps == 0 else 0.9 * self.fps + 0.1 * inst
-            t_prev = now
+            self.meter.tick(now)
             self._last = fr
             self.backoff.reset()
             self.slot.put(Captured(fr, now, self.generation))

@@ -46,7 +46,7 @@ def apply_kiosk(window) -> None:
     """Strip a :class:`~agender.gui.main_window.MainWindow` down to the picture."""
     window.menuBar().hide()
     window.statusBar().hide()
-    window.panel.hide()
+    window.panel_scroll.hide()
     window.transport.hide()
     window.chart.hide()
     window.setCursor(Qt.BlankCursor)

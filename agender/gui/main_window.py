@@ -79,8 +79,6 @@ class MainWindow(QMainWindow):
         self.models_info: dict = {}
         self.seen = SeenStats()
         self.latency_ms = 0.0
-        self.display_fps = 0.0
-        self._t_last_display = 0.0
         self._t_readout = 0.0
         self._t_chart = 0.0
         self._closing = False
@@ -411,9 +409,6 @@ class MainWindow(QMainWindow):
             self.view.set_banner("")
         now = time.monotonic()
         self.latency_ms = _ema(self.latency_ms, 1000.0 * (now - res.captured.t_capture))
-        if self._t_last_display:
-            self.display_fps = _ema(self.display_fps, 1.0 / max(1e-6, now - self._t_last_display))
-        self._t_last_display = now
         self.seen.add(now, res.faces, res.captured.generation >> 20)
         if now - self._t_readout >= READOUT_PERIOD_S:
             self._t_readout = now
@@ -436,7 +431,7 @@ class MainWindow(QMainWindow):
         p.set_readout("dropped", str(self.slot.dropped))
         rec = "  ● REC" if self.worker.is_recording else ""
         self.statusBar().clearMessage()
-        dev = self.models_info.get("device", "")
+        dev = self.models_info.get("device", "") if self.worker.analyzer is not None else "no model loaded"
         self.status_label.setText(
             f"capture {cap_fps:.1f} fps · processing {res.proc_fps:.1f} fps · latency {self.latency_ms:.0f} ms"
             f" · {len(res.faces)} face{'s' * (len(res.faces) != 1)} · {dev}{rec}")

@@ -107,7 +107,8 @@ class ControlPanel(QWidget):
         v.addLayout(row)
         row = QHBoxLayout()
         self.camera_combo = QComboBox()
-        self.camera_combo.setPlaceholderText("no camera found") if hasattr(self.camera_combo, "setPlaceholderText") else None
+        self.camera_combo.setPlaceholderText("none found")
+        self.camera_combo.setEnabled(False)
         self.camera_combo.activated.connect(self._camera_activated)
         rescan = QPushButton("Rescan")
         rescan.setToolTip("Look for cameras again")

@@ -22,7 +22,7 @@ from PyQt5.QtGui import QImage
 
 from agender.errors import AgenderError
 from agender.faces import Faces
-from agender.gui.capture import Captured, FrameSlot
+from agender.gui.capture import Captured, FrameSlot, RateMeter
 from agender.gui.overlay import OverlayOptions, render_display, render_full
 from agender.gui.recorder import open_recorder
 
@@ -101,7 +101,7 @@ class InferenceWorker(QThread):
         self.overlay = overlay or OverlayOptions()
         self.display_size: tuple[int, int] = (960, 540)
         self.frames = 0  # frames analysed since start (read by tests and the soak)
-        self.proc_fps = 0.0
+        self.meter = RateMeter()
         self._pending: ModelConfig | None = config
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -251,15 +251,10 @@ class InferenceWorker(QThread):
         display = render_display(image, faces, self.display_size, self.overlay)
         now = time.monotonic()
         stage_ms["draw"] = 1000.0 * (now - t0)
-        if self.frames and now > self._t_prev:
-            inst = 1.0 / (now - self._t_prev)
-            self.proc_fps = inst if self.proc_fps == 0 else 0.9 * self.proc_fps + 0.1 * inst
-        self._t_prev = now
+        self.meter.tick(now)
         self.frames += 1
-        self.results.put(Result(item, faces, display, now, stage_ms, self.proc_fps))
+        self.results.put(Result(item, faces, display, now, stage_ms, self.meter.rate))
         self.result_ready.emit()
-
-    _t_prev = 0.0
 
 
 def annotated_frame(frame_bgr: np.ndarray, faces: Faces, overlay: OverlayOptions) -> np.ndarray:
