@@ -54,7 +54,7 @@ class MainWindow(QMainWindow):
                  overlay: OverlayOptions | None = None, source: str | None = None, kiosk: bool = False,
                  dialogs: Dialogs | None = None, opener: Callable[[str], Any] = open_source,
                  backoff: Callable[[], Backoff] = Backoff, realtime: bool = True,
-                 analyzer_factory: Callable[..., Any] | None = None, tracker_factory: Callable[[], Any] | None = None,
+                 analyzer_factory: Callable[..., Any] | None = None,
                  exit_after: int | None = None, screenshot: str | None = None, probe_cameras: bool = True):
         super().__init__()
         self.settings = settings or Settings()
@@ -121,8 +121,7 @@ class MainWindow(QMainWindow):
         self.panel_scroll.setVisible(self.settings.show_panel)
 
         # worker
-        self.worker = InferenceWorker(self.slot, cfg, overlay=ov, analyzer_factory=analyzer_factory,
-                                      tracker_factory=tracker_factory)
+        self.worker = InferenceWorker(self.slot, cfg, overlay=ov, analyzer_factory=analyzer_factory)
         self.worker.result_ready.connect(self._on_result)
         self.worker.models_loaded.connect(self._on_models_loaded)
         self.worker.models_failed.connect(self._on_models_failed)
@@ -281,6 +280,7 @@ class MainWindow(QMainWindow):
 
     def _on_opened(self, info: dict) -> None:
         self.source_info = info
+        self.worker.source_fps = float(info.get("fps") or 25.0)
         self.settings.source = info.get("spec", "")
         self.view.set_banner("")
         if self.kiosk:
@@ -409,7 +409,7 @@ class MainWindow(QMainWindow):
             self.view.set_banner("")
         now = time.monotonic()
         self.latency_ms = _ema(self.latency_ms, 1000.0 * (now - res.captured.t_capture))
-        self.seen.add(now, res.faces, res.captured.generation >> 20)
+        self.seen.add(now, res.faces, res.captured.generation)
         if now - self._t_readout >= READOUT_PERIOD_S:
             self._t_readout = now
             self._update_readouts(res)

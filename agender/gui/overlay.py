@@ -16,12 +16,14 @@ import numpy as np
 from PyQt5.QtCore import QPointF, QRectF, Qt
 from PyQt5.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPainterPath, QPen
 
+from agender.annotate import COLORS, display_values
+from agender.annotate import face_label as annotate_label
 from agender.faces import Face, Faces
 
-# Gender colours (RGB): the chart uses the same ones so the legend is the picture.
-FEMALE_RGB = (236, 72, 153)
-MALE_RGB = (59, 130, 246)
-UNKNOWN_RGB = (160, 160, 160)
+# The shared annotator's colours and label text, so the window, snapshots and exported videos agree.
+FEMALE_RGB = tuple(reversed(COLORS["female"]))
+MALE_RGB = tuple(reversed(COLORS["male"]))
+UNKNOWN_RGB = tuple(reversed(COLORS[""]))
 
 
 @dataclass
@@ -36,23 +38,13 @@ def gender_rgb(gender: str) -> tuple[int, int, int]:
 
 
 def face_gender(face: Face) -> str:
-    """The gender to show: the track's smoothed one when a tracker filled it in."""
-    return face.gender_avg or face.gender
+    """The gender to show: the track's smoothed one when the face is tracked."""
+    return display_values(face)[0]
 
 
 def face_label(face: Face) -> str:
-    """``"F 27"`` / ``"M 41±6"``; a track's smoothed values when a tracker filled them in;
-    the model's own bucket text (``"F (25-32)"``) when it gives one."""
-    p_male = face.p_male_avg if face.p_male_avg == face.p_male_avg else face.p_male
-    age = face.age_avg if face.age_avg == face.age_avg else face.age
-    g = "?" if p_male != p_male else ("M" if p_male >= 0.5 else "F")
-    if face.age_label:
-        return f"{g} {face.age_label}"
-    if age != age:
-        return g
-    if face.age_std == face.age_std and face.age_std >= 0.5:
-        return f"{g} {age:.0f}±{face.age_std:.0f}"
-    return f"{g} {age:.0f}"
+    """``"F 27"`` / ``"M 41±6"`` (smoothed when tracked), as :mod:`agender.annotate` writes it."""
+    return annotate_label(face, show_ids=False)
 
 
 def fit_size(w: int, h: int, box_w: int, box_h: int) -> tuple[int, int]:

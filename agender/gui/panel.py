@@ -153,6 +153,9 @@ class ControlPanel(QWidget):
         f.addRow("Detect width", self.detect_width)
         f.addRow("Confidence", self.conf)
         f.addRow("Padding", self.padding)
+        self.tracking = QCheckBox("Track faces")
+        self.tracking.setToolTip("Follow each face across frames: steadier labels (smoothed age and gender), people counted once")
+        f.addRow(self.tracking)
         self.landmarks = QCheckBox("Landmarks")
         self.confidence = QCheckBox("Scores")
         self.confidence.setToolTip("Show the detector's confidence next to each label")
@@ -170,6 +173,7 @@ class ControlPanel(QWidget):
             w.valueChanged.connect(self._emit_models)
         for w in (self.landmarks, self.confidence, self.privacy):
             w.toggled.connect(self._emit_overlay)
+        self.tracking.toggled.connect(self._emit_models)
         self._fill_variants(self.estimator.currentText())
         return box
 
@@ -220,6 +224,7 @@ class ControlPanel(QWidget):
             models=self.models_dir, detect_width=int(self.detect_width.value()) or 0,
             conf=None if conf <= self.conf.minimum() else round(conf, 3),
             padding=None if pad <= self.padding.minimum() + 1e-9 else round(pad, 3),
+            tracking=self.tracking.isChecked(),
         )
 
     def set_model_config(self, cfg: ModelConfig) -> None:
@@ -236,6 +241,7 @@ class ControlPanel(QWidget):
             self.detect_width.setValue(int(cfg.detect_width or 0))
             self.conf.setValue(self.conf.minimum() if cfg.conf is None else cfg.conf)
             self.padding.setValue(self.padding.minimum() if cfg.padding is None else cfg.padding)
+            self.tracking.setChecked(cfg.tracking)
         finally:
             self._quiet = False
 

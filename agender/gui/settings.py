@@ -53,6 +53,7 @@ class Settings:
             detect_width=width,
             conf=_opt_float(q.value("models/conf", "")),
             padding=_opt_float(q.value("models/padding", "")),
+            tracking=_bool(q.value("models/tracking"), d.tracking),
         )
 
     def set_model_config(self, cfg: ModelConfig) -> None:

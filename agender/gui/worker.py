@@ -40,6 +40,7 @@ class ModelConfig:
     detect_width: int = 640
     conf: float | None = None
     padding: float | None = None
+    tracking: bool = True  # ids + per-person smoothed age/gender (steadier labels, people counted once)
 
     def needs_new_detector(self, other: "ModelConfig") -> bool:
         return (self.detector, self.device, self.models, self.conf) != (other.detector, other.device, other.models, other.conf)
@@ -85,8 +86,8 @@ class InferenceWorker(QThread):
     recording = pyqtSignal(bool, str)
 
     def __init__(self, inbox: FrameSlot, config: ModelConfig, *, overlay: OverlayOptions | None = None,
-                 analyzer_factory: Callable[..., Any] | None = None, tracker_factory: Callable[[], Any] | None = None,
-                 parent=None):
+                 analyzer_factory: Callable[..., Any] | None = None,
+                 tracked_factory: Callable[[Any, float], Any] | None = None, parent=None):
         super().__init__(parent)
         if analyzer_factory is None:
             from agender.analyzer import Analyzer
@@ -95,7 +96,8 @@ class InferenceWorker(QThread):
         self.inbox = inbox
         self.results = FrameSlot()
         self.factory = analyzer_factory
-        self.tracker_factory = tracker_factory
+        self.tracked_factory = tracked_factory or _tracked_analyzer
+        self.source_fps = 25.0  # set by the window when a source opens (the tracker's time base)
         self.config: ModelConfig | None = None  # what is loaded now
         self.analyzer: Any = None
         self.overlay = overlay or OverlayOptions()
@@ -109,7 +111,7 @@ class InferenceWorker(QThread):
         self._last: Captured | None = None
         self._record_cmd: tuple[str, Any] | None = None
         self._recorder: Any = None
-        self._tracker: Any = None
+        self._tracked: Any = None  # TrackedAnalyzer around self.analyzer (None: not tracking)
         self._generation = -1
         self._last_error = ""
 
@@ -169,7 +171,7 @@ class InferenceWorker(QThread):
                                          else float(cfg.padding))
             else:
                 self.analyzer = _build(cfg, self.analyzer, self.config, self.factory)
-                self._tracker = None
+            self._tracked = None  # new models or knobs: tracks start afresh
             self.config = cfg
         except Exception as exc:  # noqa: BLE001 - a bad model must not take the window down
             msg = str(exc) if isinstance(exc, AgenderError) else f"{type(exc).__name__}: {exc}"
@@ -213,13 +215,15 @@ class InferenceWorker(QThread):
         except Exception as exc:  # noqa: BLE001
             self.recording.emit(False, f"recording failed: {exc}")
 
-    def _track(self, item: Captured, faces: Faces) -> Faces:
-        if self.tracker_factory is None:
-            return faces
-        if self._tracker is None or item.generation != self._generation:
-            self._tracker = self.tracker_factory()  # new source, seek or models: start afresh
+    def _analyze(self, item: Captured) -> Faces:
+        an = self.analyzer
+        if self.config is None or not self.config.tracking:
+            return an(item.frame.image)
+        if self._tracked is None or item.generation != self._generation:
+            # new source, seek or loop: the people on screen are not the same tracks
+            self._tracked = self.tracked_factory(an, self.source_fps)
             self._generation = item.generation
-        return self._tracker.update(faces, item.frame)
+        return self._tracked.process(item.frame)
 
     def _process(self, item: Captured) -> None:
         self._last = item
@@ -230,8 +234,7 @@ class InferenceWorker(QThread):
         if an is not None:
             before = replace(an.times)
             try:
-                faces = an(image)
-                faces = self._track(item, faces)
+                faces = self._analyze(item)
                 self._last_error = ""
             except Exception as exc:  # noqa: BLE001 - show the frame, report once
                 msg = str(exc) if isinstance(exc, AgenderError) else f"{type(exc).__name__}: {exc}"
@@ -255,6 +258,13 @@ class InferenceWorker(QThread):
         self.frames += 1
         self.results.put(Result(item, faces, display, now, stage_ms, self.meter.rate))
         self.result_ready.emit()
+
+
+def _tracked_analyzer(analyzer: Any, fps: float) -> Any:
+    """Detection and estimation on every frame the worker gets, plus ids and smoothing."""
+    from agender.tracked_analyzer import TrackedAnalyzer
+
+    return TrackedAnalyzer(analyzer, fps=fps)
 
 
 def annotated_frame(frame_bgr: np.ndarray, faces: Faces, overlay: OverlayOptions) -> np.ndarray:
