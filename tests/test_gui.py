@@ -279,7 +279,8 @@ def test_app_exit_after_writes_a_png_of_the_whole_window(tmp_path):
 
 def test_snapshot_writes_the_annotated_frame_and_record_writes_a_video(qtbot, window, tmp_path):
     clip = tmp_path / "rec.mp4"
-    win = window(source=str(WALKING), dialogs=ScriptedDialogs(save_path=str(clip)))
+    win = window(source=str(WALKING), dialogs=ScriptedDialogs(save_path=str(clip)), realtime=False)
+    win.transport.loop_box.setChecked(True)
     _wait_for_faces(qtbot, win)
     png = win.snapshot(str(tmp_path / "snap.png"))
     snap = cv2.imread(png)
@@ -287,14 +288,16 @@ def test_snapshot_writes_the_annotated_frame_and_record_writes_a_video(qtbot, wi
     assert snap.shape == raw.shape and np.abs(snap.astype(int) - raw).max() > 100, "boxes drawn at full resolution"
     win.toggle_record(True)
     qtbot.waitUntil(lambda: win.worker.is_recording, timeout=10000)
-    n0 = win.worker.frames
-    qtbot.waitUntil(lambda: win.worker.frames >= n0 + 10, timeout=30000)
+    n0, gen0 = win.worker.frames, win.last_result.captured.generation
+    # record across the clip's loop (its frame numbers restart at 0)
+    qtbot.waitUntil(lambda: win.worker.frames >= n0 + 10 and win.last_result.captured.generation >= gen0 + 2,
+                    timeout=60000)
     win.toggle_record(False)
     qtbot.waitUntil(lambda: not win.worker.is_recording and clip.is_file(), timeout=10000)
     src = VideoSource(str(clip))
     n = sum(1 for _ in src)
     src.close()
-    assert n >= 10 and (src.width, src.height) == (raw.shape[1], raw.shape[0])
+    assert n > 41 and (src.width, src.height) == (raw.shape[1], raw.shape[0]), "one loop and more, full size"
 
 
 def test_privacy_mode_blurs_faces_on_screen_and_stores_nothing(qtbot, window, tmp_path):

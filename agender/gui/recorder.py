@@ -26,7 +26,40 @@ def open_recorder(path: str | Path, fps: float) -> Any:
 def _mp4_sink(path: Path, fps: float) -> Any:
     from agender.io.sinks.mp4 import Mp4Sink
 
-    return Mp4Sink(path, fps=fps)
+    return _MonotonicFrames(Mp4Sink(path, fps=fps))
+
+
+class _MonotonicFrames:
+    """Feeds a sink frame indices that only go forward.
+
+    The MP4 sink places frame ``index`` at its time slot (gaps from dropped frames repeat the
+    last picture, so the recording keeps real time). A looping file or a seek backwards would
+    send an index it has already passed; here the recording just continues from where it was.
+    """
+
+    def __init__(self, sink: Any):
+        self.sink = sink
+        self._offset = 0
+        self._last: int | None = None
+
+    def write(self, frame, faces) -> None:
+        from dataclasses import replace
+
+        idx = int(frame.index) + self._offset
+        if self._last is not None and idx <= self._last:
+            self._offset += self._last + 1 - idx
+            idx = self._last + 1
+        self._last = idx
+        self.sink.write(replace(frame, index=idx), faces)
+
+    def close(self) -> None:
+        if self._last is None:  # Record pressed and released before a frame came: nothing to keep
+            self.sink.abort()
+            return
+        self.sink.close()
+
+    def abort(self) -> None:
+        self.sink.abort()
 
 
 class _CvRecorder:
