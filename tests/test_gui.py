@@ -413,3 +413,68 @@ def test_soak_thousands_of_frames_at_max_speed_keep_memory_flat(qtbot, window):
     assert done >= 500, f"only {done} frames analysed"
     assert growth_mb < 50, f"RSS grew {growth_mb:.1f} MB over {done} frames"
     assert win.slot.dropped > 0  # max-speed decode outruns inference: latest frame wins
+
+
+def test_dropping_a_file_on_the_view_opens_it(qtbot, window):
+    from PyQt5.QtCore import QMimeData, QPoint, QUrl
+    from PyQt5.QtGui import QDropEvent
+
+    win = window(source=None)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(WALKING))])
+    drop = QDropEvent(QPoint(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    win.view.dropEvent(drop)  # Qt delivers drops only inside a real drag session: call the handler
+    assert drop.isAccepted()
+    assert win.source_spec == str(WALKING)
+    qtbot.waitUntil(lambda: win.view.frames_shown > 0, timeout=30000)
+
+
+def test_camera_picker_lists_only_cameras_that_open_with_mock_cameras():
+    from agender.gui.capture import list_cameras
+
+    class Cam:
+        def __init__(self, i):
+            if i not in (1, 3):  # 0: busy, 2: not a capture device, 4: absent
+                raise SourceError(f"cam:{i}: camera does not exist or is busy")
+
+        def close(self):
+            pass
+
+    assert list_cameras(max_index=4, opener=Cam) == [1, 3]
+
+
+def test_missing_model_fetch_button_downloads_it_with_progress_and_loads_it(qtbot, window, monkeypatch, tmp_path):
+    from _servers import file_server
+
+    from conftest import MODELS
+
+    monkeypatch.setenv("AGENDER_MODELS", str(tmp_path / "empty"))  # the LBP cascade is nowhere...
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # ...and fetch writes here
+    with file_server(MODELS) as url:  # a real HTTP mirror of the models directory
+        monkeypatch.setenv("AGENDER_MODELS_URL", url)
+        win = window(source=str(WALKING), config=ModelConfig(detector="haar", estimator="cydral", device="cpu"),
+                     dialogs=Dialogs())
+        qtbot.waitUntil(lambda: win.worker.config is not None, timeout=30000)
+        win.set_models(replace(win.worker.config, detector="lbp"))
+        qtbot.waitUntil(lambda: any(t == "Model not available" for t, _ in win.dialogs.messages), timeout=30000)
+        box = next(w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()
+                   and any(b.text() == "Fetch model" for b in w.buttons()))
+        next(b for b in box.buttons() if b.text() == "Fetch model").click()
+        qtbot.waitUntil(lambda: win.worker.config.detector == "lbp", timeout=30000)
+    assert win.worker.analyzer.detector.name == "lbp"
+    assert list((tmp_path / "cache").rglob("lbpcascade_frontalface_improved.xml"))
+
+
+def test_seek_and_step_while_paused_show_the_requested_frames(qtbot, window):
+    win = window(source=str(WALKING))
+    qtbot.waitUntil(lambda: win.view.frames_shown > 0, timeout=30000)
+    win.toggle_pause()
+    qtbot.waitUntil(lambda: win.capture.paused, timeout=2000)
+    win.seek(30)
+    qtbot.waitUntil(lambda: win.last_result.captured.frame.index == 30, timeout=10000)
+    win.step()
+    qtbot.waitUntil(lambda: win.last_result.captured.frame.index == 31, timeout=10000)
+    shown = win.view.frames_shown
+    qtbot.wait(300)
+    assert win.capture.paused and win.last_result.captured.frame.index == 31
+    assert win.view.frames_shown <= shown + 1  # paused: nothing new (at most a re-render)
