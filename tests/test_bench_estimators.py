@@ -46,6 +46,12 @@ def cydral() -> CydralEstimator:
 
 
 @pytest.fixture(scope="module")
+def cydral_1thread() -> CydralEstimator:
+    """One intra-op thread, like the package: on a busy (oversubscribed) CPU this is the faster one."""
+    return CydralEstimator(device="cpu", crop_padding=0.0, threads=1)
+
+
+@pytest.fixture(scope="module")
 def levi_hassner(tmp_path_factory) -> LeviHassnerEstimator:
     root = tmp_path_factory.mktemp("lh-bench")
     age_proto = root / "age_deploy.prototxt"
@@ -75,6 +81,13 @@ def _setup(benchmark, name: str, batch: int) -> None:
 def test_bench_cydral_dlib_chips(benchmark, cydral, faces, batch):
     _setup(benchmark, "cydral (dlib predictor)", batch)
     out = benchmark(cydral.estimate, faces[:batch])
+    assert np.isfinite(out.age).all()
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_bench_cydral_dlib_chips_one_thread(benchmark, cydral_1thread, faces, batch):
+    _setup(benchmark, "cydral (dlib predictor, 1 thread)", batch)
+    out = benchmark(cydral_1thread.estimate, faces[:batch])
     assert np.isfinite(out.age).all()
 
 
