@@ -1,0 +1,149 @@
+"""Throughput of the offline pipeline on one clip, measured in one process (``agender bench``).
+
+Why one process and ratios: on a shared or throttled machine absolute frames/s drift from run
+to run, but decode-only and full-pipeline figures taken back to back on the same clip drift
+together, so ``pipeline_fps / decode_fps`` (and the per-stage milliseconds) compare across runs.
+Short clips are looped to ``min_seconds`` of video so the figures are not start-up noise.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from agender import __version__
+from agender.io.sinks.csv_sink import CsvSink
+from agender.io.sources import Frame, ThreadedReader, VideoSource
+
+
+class LoopedVideo:
+    """``spec`` decoded ``total`` frames long, starting over at its end (indices keep counting)."""
+
+    def __init__(self, spec: str, total: int, **kwargs):
+        self.spec, self.total, self.kwargs = spec, int(total), kwargs
+        self.name = Path(spec).stem
+        self._src: VideoSource | None = None
+
+    def __iter__(self) -> Iterator[Frame]:
+        emitted, offset = 0, 0
+        while emitted < self.total:
+            self._src = VideoSource(self.spec, max_frames=self.total - emitted, **self.kwargs)
+            n = 0
+            for fr in self._src:
+                fr.index += offset
+                fr.time_s = fr.index / self._src.fps
+                n += 1
+                yield fr
+            self._src.close()
+            if n == 0:
+                return
+            emitted += n
+            offset += n
+
+    def close(self) -> None:
+        if self._src is not None:
+            self._src.close()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+    except ImportError:  # Windows
+        import psutil
+
+        return psutil.Process().memory_info().peak_wset / (1024.0 * 1024.0)
+
+
+def bench(video: str | Path, analyzer, *, min_seconds: float = 10.0, max_frames: int | None = None,
+          group_frames: int = 8, warmup: int = 8) -> dict[str, Any]:
+    """Decode-only and full-pipeline frames/s on ``video``, ms per stage, faces/s, peak RSS."""
+    import cv2
+
+    from agender.devices import default_threads
+    from agender.runner import FramePipeline, _TimedSource
+
+    video = str(video)
+    probe = VideoSource(video)
+    fps, count, size = probe.fps, probe.frame_count or 0, f"{probe.width}x{probe.height}"
+    probe.close()
+    total = max(count, int(round(min_seconds * fps)))
+    if max_frames:
+        total = min(total, max_frames)
+
+    # warm-up: first inference allocates and JIT-plans; keep it out of the timings
+    warm = list(LoopedVideo(video, min(warmup, total)))
+    if warm:
+        analyzer.analyze_frames([f.image for f in warm])
+
+    # 1) decode only, as the pipeline's reader does it (OpenCV/FFmpeg, BGR frames)
+    t0 = time.perf_counter()
+    n_dec = sum(1 for _ in LoopedVideo(video, total))
+    decode_s = time.perf_counter() - t0
+
+    # 2) the full pipeline: reader thread → detect → crop → batched estimate → CSV
+    pipe = FramePipeline(analyzer, group_frames=group_frames)
+    with tempfile.TemporaryDirectory(prefix="agender-bench-") as tmp:
+        sink = CsvSink(Path(tmp) / "bench.csv")
+        sink.begin(None)
+        reader = ThreadedReader(_TimedSource(LoopedVideo(video, total), pipe.clock), maxsize=2 * group_frames)
+        try:
+            stats = pipe.run(reader, [sink])
+        finally:
+            reader.close()
+        sink.close()
+    wall = stats.wall_s
+    decode_fps = n_dec / decode_s if decode_s > 0 else 0.0
+    pipeline_fps = stats.frames_analysed / wall if wall > 0 else 0.0
+    ms = pipe.ms_per_frame()
+    return {
+        "video": video,
+        "resolution": size,
+        "video_fps": round(fps, 3),
+        "frames": stats.frames_analysed,
+        "decode_fps": round(decode_fps, 1),
+        "pipeline_fps": round(pipeline_fps, 1),
+        "pipeline_vs_decode": round(pipeline_fps / decode_fps, 4) if decode_fps else None,
+        "realtime_factor": round(pipeline_fps / fps, 2) if fps else None,
+        "faces": stats.faces,
+        "faces_per_frame": round(stats.faces / max(1, stats.frames_analysed), 2),
+        "faces_per_s": round(stats.faces / wall, 1) if wall > 0 else 0.0,
+        "ms_per_frame": ms,
+        "ms_per_frame_wall": round(1000.0 * wall / max(1, stats.frames_analysed), 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "device": analyzer.device_used,
+        "detector": getattr(analyzer.detector, "name", None),
+        "estimator": analyzer.estimator.name,
+        "detect_width": analyzer.detect_width,
+        "group_frames": group_frames,
+        "threads": {"onnxruntime_intra_op": default_threads(), "opencv": cv2.getNumThreads(),
+                    "cpus": os.cpu_count()},
+        "agender_version": __version__,
+    }
+
+
+def format_table(r: dict[str, Any]) -> str:
+    ms = r["ms_per_frame"]
+    lines = [
+        f"{r['video']} ({r['resolution']}, {r['video_fps']:g} fps), {r['frames']} frames",
+        f"detector {r['detector']} @ {r['detect_width']} px, estimator {r['estimator']}, device {r['device']}, "
+        f"{r['threads']['onnxruntime_intra_op']} onnxruntime threads, {r['threads']['cpus']} CPUs",
+        "",
+        f"{'decode only':<22}{r['decode_fps']:>9.1f} frames/s",
+        f"{'full pipeline':<22}{r['pipeline_fps']:>9.1f} frames/s   ({100 * (r['pipeline_vs_decode'] or 0):.1f} % of "
+        f"decode, {r['realtime_factor']}x real time)",
+        f"{'faces':<22}{r['faces_per_s']:>9.1f} faces/s    ({r['faces_per_frame']} per frame)",
+        f"{'peak RSS':<22}{r['peak_rss_mb']:>9.1f} MB",
+        "",
+        "ms per frame (decode runs in its own thread, overlapped):",
+    ]
+    for k, v in ms.items():
+        lines.append(f"  {k:<20}{v:>8.2f}")
+    lines.append(f"  {'= wall':<20}{r['ms_per_frame_wall']:>8.2f}")
+    return "\n".join(lines)

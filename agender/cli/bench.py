@@ -1,0 +1,37 @@
+"""`agender bench VIDEO` — decode-only vs full-pipeline frames/s, ms per stage, faces/s, peak
+RSS, device, in one process on one clip (looped to a minimum duration). ``--json`` for
+machines, a table for people. Speed is measured here, never in timed tests."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from agender.cli.common import add_model_options, build_analyzer, positive_float, positive_int
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("bench", help="throughput of the pipeline on a clip (frames/s, ms per stage, RSS)",
+                              description="Measure decode-only and full-pipeline frames/s on VIDEO in one "
+                                          "process, with ms per stage, faces/s, peak RSS and the device.")
+    p.add_argument("video", metavar="VIDEO")
+    p.add_argument("--min-seconds", type=positive_float, default=10.0, metavar="S",
+                   help="loop the clip until at least S seconds of video are processed (default 10)")
+    p.add_argument("--max-frames", type=positive_int, default=None, metavar="N", help="stop after N frames")
+    p.add_argument("--group-frames", type=positive_int, default=8, metavar="N",
+                   help="frames whose faces share one estimator batch (default 8)")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    add_model_options(p)
+    p.set_defaults(func=run, _parser=p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from agender.bench import bench, format_table
+    from agender.io.sources import VideoSource
+
+    VideoSource(args.video).close()  # a bad clip fails here, in one line, before models load
+    analyzer = build_analyzer(args)
+    res = bench(args.video, analyzer, min_seconds=args.min_seconds, max_frames=args.max_frames,
+                group_frames=args.group_frames)
+    print(json.dumps(res, indent=2) if args.json else format_table(res))
+    return 0
