@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -26,7 +25,6 @@ from PyQt5.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
 from agender.errors import SourceError  # noqa: E402
 from agender.gui.capture import Backoff, CaptureThread, FrameSlot  # noqa: E402
-from agender.gui.config import GuiConfig  # noqa: E402
 from agender.gui.dialogs import Dialogs  # noqa: E402
 from agender.gui.kiosk import paint_idle  # noqa: E402
 from agender.gui.main_window import MainWindow  # noqa: E402
@@ -205,6 +203,26 @@ def test_kiosk_reconnects_after_camera_unplugs_with_mock_camera(qtbot, window):
     assert not win.view.idle, "the picture is back"
     print("kiosk: back-off delays", delays, "idle paints", len(idle_paints))
     assert not [m for m in win.dialogs.messages], "kiosk mode shows no dialog boxes"
+    win.close()
+    assert opened[-1].closed, "closing the window releases the camera"
+
+
+def test_busy_camera_shows_a_message_in_the_window_and_retries_with_mock_camera(qtbot, window):
+    frames = _walking_frames()
+    attempts: list[str] = []
+
+    def opener(spec: str):
+        attempts.append(spec)
+        if len(attempts) < 3:
+            raise SourceError("cam:1: camera does not exist or is busy")
+        return _FakeCamera(frames, unplug_after=None)
+
+    win = window(source=None, opener=opener, backoff=lambda: Backoff(0.2, 2.0, 1.0))
+    win.open_source("cam:1")
+    qtbot.waitUntil(lambda: "retrying" in win.view.message, timeout=10000)
+    assert "cam:1" in win.view.message and "busy" in win.view.message
+    qtbot.waitUntil(lambda: win.view.frames_shown > 0, timeout=30000)
+    assert len(attempts) == 3 and not win.dialogs.messages, "a message in the window, not a dialog"
 
 
 def test_closing_while_busy_returns_within_2_s_and_releases_the_source(qtbot, window):

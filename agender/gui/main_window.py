@@ -405,7 +405,7 @@ class MainWindow(QMainWindow):
             return
         self.last_result = res
         self.view.set_frame(res.display)
-        if self.view.banner and self.capture is not None and self.worker._last_error == "":
+        if self.view.banner and self.capture is not None and self.worker.last_error == "":
             self.view.set_banner("")
         now = time.monotonic()
         self.latency_ms = _ema(self.latency_ms, 1000.0 * (now - res.captured.t_capture))

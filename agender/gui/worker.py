@@ -113,7 +113,7 @@ class InferenceWorker(QThread):
         self._recorder: Any = None
         self._tracked: Any = None  # TrackedAnalyzer around self.analyzer (None: not tracking)
         self._generation = -1
-        self._last_error = ""
+        self.last_error = ""  # the analysis error reported last ("" = frames analyse fine)
 
     # -- control (UI thread) --------------------------------------------------------------
     def set_models(self, config: ModelConfig) -> None:
@@ -235,11 +235,11 @@ class InferenceWorker(QThread):
             before = replace(an.times)
             try:
                 faces = self._analyze(item)
-                self._last_error = ""
+                self.last_error = ""
             except Exception as exc:  # noqa: BLE001 - show the frame, report once
                 msg = str(exc) if isinstance(exc, AgenderError) else f"{type(exc).__name__}: {exc}"
-                if msg != self._last_error:
-                    self._last_error = msg
+                if msg != self.last_error:
+                    self.last_error = msg
                     log.warning("analysis failed: %s", msg)
                     self.error.emit(msg)
             t = an.times
