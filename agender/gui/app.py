@@ -6,7 +6,7 @@ import signal
 import sys
 from dataclasses import replace
 
-from PyQt5.QtCore import QTimer
+from PyQt5.QtCore import QtDebugMsg, QTimer, qInstallMessageHandler
 from PyQt5.QtWidgets import QApplication
 
 from agender.gui.config import GuiConfig
@@ -33,7 +33,18 @@ def make_window(cfg: GuiConfig, settings=None, **kwargs):
                       realtime=not cfg.max_speed, exit_after=cfg.exit_after, screenshot=cfg.screenshot, **kwargs)
 
 
+_QT_NOISE = ("propagateSizeHints", "XDG_RUNTIME_DIR")  # harmless platform chatter
+
+
+def _qt_message(mode, context, message: str) -> None:
+    """Qt's own warnings go through logging (one line each), minus known harmless noise."""
+    if any(n in message for n in _QT_NOISE):
+        return
+    (log.debug if mode == QtDebugMsg else log.warning)("Qt: %s", message)
+
+
 def run_gui(cfg: GuiConfig) -> int:
+    qInstallMessageHandler(_qt_message)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("agender")
     app.setOrganizationName("agender")

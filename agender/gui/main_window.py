@@ -304,7 +304,8 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(text, 5000)
             return
         self.view.clear(message)
-        if self.exit_after is not None:
+        if self.exit_after is not None:  # automated run: the one line goes to stderr, exit 1
+            log.error("error: %s", message)
             self.exit_code = 1
             QTimer.singleShot(0, self.finish)
         elif not self.kiosk:
