@@ -38,6 +38,8 @@ A **frame stage** (e.g. a tracker) is any object with some of these methods (all
     resumable: bool                         # default False: True only if the stage gives the
                                             # same rows when a run starts mid-video
     name, fingerprint: str                  # part of the resume fingerprint
+    columns: tuple[str, ...]                # table columns it fills, added after extra_columns
+                                            # (e.g. the tracker's face_id.., videos only)
 
 Per frame, in frame order: ``should_detect`` → detect → ``prepare``; then, once per group of
 ``group_frames`` frames, one estimator batch over the faces of the whole group; then ``update``
@@ -447,13 +449,16 @@ class Runner:
         o = self.options
         ctx = JobContext(item=item, source=source, outdir=self.outdir, options=o)
         key = "file" if item.kind == "images" else "frame"
-        sinks: list[Any] = [FORMATS[o.format](table, key=key, extra_columns=o.extra_columns)]
         stages: list[Any] = []
+        extra_sinks: list[Any] = []
         try:
             stages = [s for s in (f(ctx) for f in self.stage_factories) if s is not None]
-            sinks += [s for s in (f(ctx) for f in self.sink_factories) if s is not None]
+            extra_sinks = [s for s in (f(ctx) for f in self.sink_factories) if s is not None]
         except AgenderError as exc:
             return InputResult(item, "failed", f"{item.spec}: {exc}")
+        columns = list(o.extra_columns)  # + the columns this input's stages fill (the tracker's, on videos)
+        columns += [c for st in stages for c in getattr(st, "columns", ()) if c not in columns]
+        sinks: list[Any] = [FORMATS[o.format](table, key=key, extra_columns=columns), *extra_sinks]
 
         live = item.is_live
         can_resume = (not live and all(getattr(s, "resumable", False) and hasattr(s, "checkpoint") for s in sinks)

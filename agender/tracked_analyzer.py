@@ -27,6 +27,7 @@ from dataclasses import replace
 import numpy as np
 
 from agender.faces import Faces
+from agender.io.sinks.table import TRACK_COLUMNS
 from agender.shots import ShotCutDetector, SimilarFrameFilter
 from agender.tracking import Tracker
 
@@ -46,12 +47,14 @@ class TrackingStage:
     Also a resumable *sink* (``begin``/``checkpoint``/``write``/``close``): the runner stores
     :meth:`checkpoint` (the JSON state of the tracker, cut detector and skip filter) with its
     resume point and hands it back to :meth:`begin`, so a resumed run continues the same tracks
-    with the same ids. Only OpenCV trackers cannot be saved: with ``detect_every > 1`` the few
-    frames between a resume and the next detection hold their boxes instead of following them.
+    with the same ids and writes the same rows. OpenCV trackers cannot be saved, so with
+    ``detect_every > 1`` and ``between`` an OpenCV tracker the stage says it is not
+    :attr:`resumable` (the runner then redoes the input from its start); ``between="kalman"``
+    or ``"hold"`` resume exactly.
     """
 
     name = "tracking"
-    resumable = True
+    columns = TRACK_COLUMNS  # what the runner adds to the table for a tracked input
 
     def __init__(self, fps: float = 25.0, *, detect_every: int = 1, reestimate_every: int | None = None,
                  skip_similar: float = 0.0, cuts: bool = True, between: str = "kcf", lost_after_s: float = 1.0):
@@ -70,6 +73,12 @@ class TrackingStage:
         self._due: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.shot_starts: list[int] = []  # frame indices where a cut was found
         self.counts = dict.fromkeys(KINDS, 0)
+
+    @property
+    def resumable(self) -> bool:
+        """True when a run resumed from :meth:`checkpoint` writes exactly the rows of an
+        uninterrupted one (everything but a live OpenCV tracker can be saved)."""
+        return self.detect_every == 1 or self.between not in ("kcf", "csrt", "mil")
 
     @property
     def fingerprint(self) -> str:

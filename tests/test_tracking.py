@@ -21,7 +21,7 @@ from agender.io.sources import Frame, VideoSource
 from agender.shots import ShotCutDetector, SimilarFrameFilter
 from agender.tracked_analyzer import TrackedAnalyzer, TrackingStage
 from agender.tracking import Tracker
-from tests.conftest import MODELS, VIDEOS
+from conftest import MODELS, VIDEOS
 
 TV = VIDEOS / "tv_scene_720p.mp4"
 WALKING = VIDEOS / "walking_and_pause_270p.mp4"

@@ -65,11 +65,53 @@ class Plugins:
 
 def add_extension_options(p: argparse.ArgumentParser) -> None:
     """Options of stages/sinks that plug into the runner (tracking, exports) go here."""
+    from agender.tracking import BETWEEN_MODES
+
+    t = p.add_argument_group("tracking (on by default for videos, streams and cameras)")
+    t.add_argument("--track", dest="track", action="store_true", default=True,
+                   help="give each face a face_id across frames and smoothed age_avg/p_male_avg/gender_avg "
+                        "columns; write OUTDIR/<name>.tracks.csv (the default)")
+    t.add_argument("--no-track", dest="track", action="store_false", help="per-frame estimates only")
+    t.add_argument("--detect-every", type=positive_int, default=1, metavar="N",
+                   help="run the detector on every Nth analysed frame and track boxes in between (default 1)")
+    t.add_argument("--reestimate-every", type=positive_int, default=None, metavar="K",
+                   help="re-estimate a tracked face at least every K analysed frames, or sooner when it "
+                        "gets bigger or sharper (default: same as --detect-every)")
+    t.add_argument("--skip-similar", type=non_negative_float, default=0.0, metavar="T",
+                   help="skip frames whose 64-px gray thumbnail differs from the last analysed one by a "
+                        "mean absolute difference below T gray levels (0-255); their faces are carried over "
+                        "(default 0 = off; 2-5 skips still and talking-head frames)")
+    t.add_argument("--track-between", choices=BETWEEN_MODES, default="kcf",
+                   help="how boxes move between detections with --detect-every: an OpenCV tracker (kcf, "
+                        "csrt, mil), the ByteTrack Kalman prediction (kalman), or not at all (hold); default kcf. "
+                        "An interrupted run resumes exactly with kalman/hold; with an OpenCV tracker it restarts")
+    e = p.add_argument_group("exports")
+    e.add_argument("--export-mp4", action="store_true",
+                   help="OUTDIR/<name>.annotated.mp4: the video with boxes and labels (H.264 where available), "
+                        "every source frame, audio copied")
+    e.add_argument("--export-ass", action="store_true",
+                   help="OUTDIR/<name>.ass: subtitles drawing each tracked face's box and label (one event per "
+                        "track segment)")
+    e.add_argument("--export-chips", action="store_true",
+                   help="OUTDIR/<name>.chips.tar of face chips (JPEG) + <name>.chips.tsv (chip, frame, box, "
+                        "age, P(male), ...; trifle/face's layout)")
 
 
 def plugins_for(args: argparse.Namespace) -> Plugins:
     """Stage and sink factories the options ask for (see agender.runner's docstring)."""
-    return Plugins()
+    from agender.exports import ExportOptions, TrackOptions
+
+    track = getattr(args, "track", True) and not getattr(args, "no_detect", False)
+    if not track:
+        if getattr(args, "detect_every", 1) > 1 or getattr(args, "skip_similar", 0.0) > 0:
+            args._parser.error("--detect-every and --skip-similar need tracking (not with --no-track or --no-detect)")
+    tr = TrackOptions(enabled=track, detect_every=getattr(args, "detect_every", 1),
+                      reestimate_every=getattr(args, "reestimate_every", None),
+                      skip_similar=getattr(args, "skip_similar", 0.0), between=getattr(args, "track_between", "kcf"))
+    ex = ExportOptions(mp4=getattr(args, "export_mp4", False), ass=getattr(args, "export_ass", False),
+                       chips=getattr(args, "export_chips", False))
+    # the tracking stage adds its face_id.. columns to the tables of the inputs it tracks (videos)
+    return Plugins(stage_factories=[tr.stage_factory()], sink_factories=tr.sink_factories() + ex.sink_factories())
 
 
 # ------------------------------------------------------------------------------------------

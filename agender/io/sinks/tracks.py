@@ -1,0 +1,125 @@
+"""``<name>.tracks.csv``: one row per track (person on screen) of a tracked video.
+
+Columns (:data:`COLUMNS`): ``face_id`` (the CSV's ``face_id``), ``first_s``/``last_s`` (first
+and last time shown, seconds), ``frames`` (written frames it appears in), ``age_mean`` and
+``p_male_mean`` (the track's final confidence-weighted means: its last ``age_avg``/
+``p_male_avg``), ``age_std`` (spread: RMS distance of its raw per-frame ages from
+``age_mean``), ``gender`` (from ``p_male_mean``), ``best_chip`` (name of its best face chip,
+:func:`agender.io.sinks.chips.chip_name`; the chip itself is in the ``--export-chips`` tar).
+
+Built from the stream of written frames (no tracker internals), so it matches the CSV. The
+file is written once, atomically, on close; the running state is small and JSON, so the
+sink is resumable (``begin``/``checkpoint``).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agender.io.sinks.base import atomic_write_text
+from agender.io.sinks.chips import chip_name, chip_score, has_fresh_estimate
+
+if TYPE_CHECKING:
+    from agender.faces import Faces
+    from agender.io.sources import Frame
+
+COLUMNS = ("face_id", "first_s", "last_s", "frames", "age_mean", "age_std", "gender", "p_male_mean", "best_chip")
+
+
+@dataclass
+class _Acc:
+    face_id: int
+    first_s: float
+    last_s: float
+    frames: int = 0
+    n: int = 0  # fresh age estimates
+    age_sum: float = 0.0
+    age_sq: float = 0.0
+    age_avg: float | None = None
+    p_male_avg: float | None = None
+    best_score: float = -1.0
+    best_chip: str = ""
+
+    def age_std(self) -> float:
+        m = self.age_avg
+        if not self.n or m is None:
+            return float("nan")
+        return math.sqrt(max((self.age_sq - 2 * m * self.age_sum + self.n * m * m) / self.n, 0.0))
+
+
+def _num(v: float | None, nd: int) -> str:
+    return "" if v is None or not math.isfinite(v) else f"{v:.{nd}f}"
+
+
+class TracksSink:
+    resumable = True
+
+    def __init__(self, path: str | Path, *, stem: str):
+        self.path = Path(path)
+        self.stem = stem
+        self._acc: dict[int, _Acc] = {}
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.path]
+
+    def write(self, frame: "Frame", faces: "Faces") -> None:
+        t = float(frame.time_s)
+        for i, tid in enumerate(faces.track_id):
+            tid = int(tid)
+            if tid < 0:
+                continue
+            a = self._acc.get(tid)
+            if a is None:
+                a = self._acc[tid] = _Acc(tid, t, t)
+            a.last_s = t
+            a.frames += 1
+            if math.isfinite(faces.age_avg[i]):
+                a.age_avg = float(faces.age_avg[i])
+            if math.isfinite(faces.p_male_avg[i]):
+                a.p_male_avg = float(faces.p_male_avg[i])
+            if math.isfinite(faces.age[i]):
+                a.n += 1
+                a.age_sum += float(faces.age[i])
+                a.age_sq += float(faces.age[i]) ** 2
+            if has_fresh_estimate(faces, i):
+                score = chip_score(frame.image, faces, i)
+                if score > a.best_score:
+                    a.best_score, a.best_chip = score, chip_name(self.stem, frame.index, t, tid)
+
+    def rows(self) -> list[list[str]]:
+        out = []
+        for a in sorted(self._acc.values(), key=lambda a: a.face_id):
+            p = a.p_male_avg
+            gender = "" if p is None else ("male" if p >= 0.5 else "female")
+            out.append([str(a.face_id), f"{a.first_s:.3f}", f"{a.last_s:.3f}", str(a.frames), _num(a.age_avg, 2),
+                        _num(a.age_std(), 2), gender, _num(p, 4), a.best_chip])
+        return out
+
+    def close(self) -> None:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(COLUMNS)
+        w.writerows(self.rows())
+        atomic_write_text(self.path, buf.getvalue())
+
+    def abort(self) -> None:
+        pass
+
+    def suspend(self) -> None:
+        pass
+
+    # -- resume -------------------------------------------------------------------------------
+    def begin(self, state: dict | None = None) -> bool:
+        self._acc = {}
+        if state is not None:
+            for d in state.get("tracks", []):
+                self._acc[int(d["face_id"])] = _Acc(**d)
+        return True
+
+    def checkpoint(self) -> dict:
+        return {"tracks": [asdict(a) for a in self._acc.values()]}
