@@ -386,10 +386,10 @@ def test_capture_keeps_only_the_newest_frame_when_the_consumer_is_slow(qtbot):
         got = []
         for _ in range(5):
             item = slot.get(timeout=5)
-            got.append(item.frame.index)
+            got.append((item.generation, item.frame.index))  # the clip loops: same index, next pass
             time.sleep(0.05)  # a slow "inference"
         assert slot.dropped > 0, "frames the consumer could not take were dropped, not queued"
-        assert len(set(got)) == len(got)
+        assert len(set(got)) == len(got), "never the same frame twice"
     finally:
         cap.stop()
         assert cap.wait(2000)

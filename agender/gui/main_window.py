@@ -258,8 +258,7 @@ class MainWindow(QMainWindow):
         cap.paused_changed.connect(self.transport.set_paused)
         self.capture = cap
         self.transport.set_paused(False)
-        if live:
-            self.view.set_message(f"Connecting to {spec}…")
+        self.view.set_message(f"Connecting to {spec}…" if live else f"Opening {Path(spec).name}…")
         cap.start()
 
     def _stop_capture(self, timeout_s: float = 1.0) -> bool:

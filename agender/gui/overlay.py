@@ -75,7 +75,7 @@ def bgr_to_qimage(bgr: np.ndarray) -> QImage:
     h, w = bgr.shape[:2]
     img = QImage(w, h, QImage.Format_RGB32)
     ptr = img.bits()
-    ptr.setsize(img.byteCount())
+    ptr.setsize(img.sizeInBytes())
     dst = np.frombuffer(ptr, np.uint8).reshape(h, w, 4)  # B, G, R, X in memory (little-endian ARGB32)
     cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2BGRA, dst=dst)
     return img
@@ -86,7 +86,7 @@ def qimage_to_bgr(img: QImage) -> np.ndarray:
     img = img.convertToFormat(QImage.Format_RGB32)
     w, h = img.width(), img.height()
     ptr = img.constBits()
-    ptr.setsize(img.byteCount())
+    ptr.setsize(img.sizeInBytes())
     arr = np.frombuffer(ptr, np.uint8).reshape(h, img.bytesPerLine())[:, : 4 * w].reshape(h, w, 4)
     return cv2.cvtColor(arr, cv2.COLOR_BGRA2BGR)
 

@@ -153,7 +153,11 @@ class InferenceWorker(QThread):
                     else:
                         continue
                 self._rerender = False
-                self._process(item)
+                try:
+                    self._process(item)
+                except Exception as exc:  # noqa: BLE001 - a bug in one frame must not stop the video
+                    log.exception("frame %s could not be shown", getattr(item.frame, "index", "?"))
+                    self.error.emit(f"frame could not be shown: {type(exc).__name__}: {exc}")
         finally:
             self._close_recorder()
 
