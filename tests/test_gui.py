@@ -496,3 +496,19 @@ def test_seek_and_step_while_paused_show_the_requested_frames(qtbot, window):
     qtbot.wait(300)
     assert win.capture.paused and win.last_result.captured.frame.index == 31
     assert win.view.frames_shown <= shown + 1  # paused: nothing new (at most a re-render)
+
+
+def test_recording_to_a_path_that_cannot_be_written_reports_it_and_keeps_playing(qtbot, window, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where a folder should be")
+    win = window(source=str(WALKING), realtime=False,
+                 dialogs=ScriptedDialogs(save_path=str(blocker / "rec.mp4")))
+    win.transport.loop_box.setChecked(True)
+    qtbot.waitUntil(lambda: win.view.frames_shown > 0, timeout=30000)
+    win.toggle_record(True)
+    qtbot.waitUntil(lambda: any(t == "Recording" for t, _ in win.dialogs.messages), timeout=15000)
+    text = [m for t, m in win.dialogs.messages if t == "Recording"][0]
+    assert "not_a_folder" in text
+    assert not win.worker.is_recording and not win.act_record.isChecked()
+    shown = win.view.frames_shown
+    qtbot.waitUntil(lambda: win.view.frames_shown > shown + 3, timeout=30000)

@@ -252,7 +252,11 @@ class InferenceWorker(QThread):
             try:
                 self._recorder.write(item.frame, faces)
             except Exception as exc:  # noqa: BLE001 - stop recording, keep showing
-                self._recorder = None
+                rec, self._recorder = self._recorder, None
+                try:
+                    rec.abort()  # no half-written file left behind
+                except Exception:  # noqa: BLE001
+                    pass
                 self.recording.emit(False, f"recording failed: {exc}")
         t0 = time.monotonic()
         display = render_display(image, faces, self.display_size, self.overlay)
