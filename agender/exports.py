@@ -133,4 +133,5 @@ class ExportOptions:
     def _chips(self, ctx):
         from agender.io.sinks.chips import ChipsSink
 
-        return ChipsSink(ctx.outdir / f"{ctx.item.name}.chips.tar", stem=ctx.item.name, every_s=self.chips_every_s)
+        return ChipsSink(ctx.outdir / f"{ctx.item.name}.chips.tar", stem=ctx.item.name, every_s=self.chips_every_s,
+                         per_image=ctx.item.kind == "images")

@@ -293,6 +293,21 @@ def test_chips_for_untracked_faces_are_all_kept(tmp_path, analyzer):
     assert names == [chip_name("w", 0, 0.0, i) for i in range(len(faces))] and len(faces) == 3
 
 
+def test_image_set_chips_are_named_after_the_images(tmp_path):
+    photos = VIDEOS.parent / "photos"
+    rc = main(["analyze", str(photos), "-o", str(tmp_path), "--estimator", "ssrnet", "--detector", "yunet",
+               "--models", str(MODELS), "--device", "cpu", "--export-chips", "-q"])
+    assert rc == 0
+    table = _read_csv(tmp_path / "images.csv")
+    tsv = [line.split("\t") for line in (tmp_path / "images.chips.tsv").read_text().splitlines()]
+    with tarfile.open(tmp_path / "images.chips.tar") as tar:
+        assert [m.name for m in tar.getmembers()] == [r[0] for r in tsv]
+    assert len(tsv) == len(table)  # untracked: every face of every image
+    stems = {Path(r["file"]).stem for r in table}
+    assert all(r[0].rsplit("_face", 1)[0] in stems for r in tsv)
+    assert "face_id" not in table[0]  # image sets are not tracked
+
+
 # -- tracks summary -------------------------------------------------------------------------
 def test_tracks_csv_summarises_each_face_id_of_the_table(cli_run):
     rows = _read_csv(cli_run / "tv_scene_720p.csv")

@@ -9,7 +9,8 @@ row per chip, tab-separated, no header, columns (:data:`TSV_COLUMNS`)::
 
 ``x1..y2`` is the face box in frame pixels; ``age``/``p_male`` the raw estimate on that chip
 (P(male), 0..1 — trifle's own score is P(female)); ``face_id`` the track (−1 untracked),
-``K`` in the name is the track id, or the face's number in its frame when untracked.
+``K`` in the name is the track id, or the face's number in its frame when untracked. Chips of
+an image set are named ``<image stem>_face<K>.jpg`` (``frame`` = the image's place in the set).
 
 Which faces: only faces with a fresh estimate on that frame; per track at most one chip every
 ``every_s`` seconds, plus the track's best chip (highest :func:`chip_score`) so the
@@ -65,7 +66,7 @@ class ChipsSink:
     resumable = False
 
     def __init__(self, path: str | Path, *, stem: str, every_s: float = 1.0, padding: float = 0.25,
-                 max_side: int = 256, jpeg_quality: int = 90):
+                 max_side: int = 256, jpeg_quality: int = 90, per_image: bool = False):
         self.path = Path(path)  # the .tar
         self.tsv_path = self.path.with_suffix(".tsv")
         self.stem = stem
@@ -73,6 +74,8 @@ class ChipsSink:
         self.padding = float(padding)
         self.max_side = int(max_side)
         self.jpeg_quality = int(jpeg_quality)
+        self.per_image = per_image  # an image set: chips named after each image file
+        self._image_of: dict[str, int] = {}
         self._tar_partial = self.path.with_name(f".{self.path.name}.partial")
         self._tsv_partial = self.tsv_path.with_name(f".{self.tsv_path.name}.partial")
         self._tar: tarfile.TarFile | None = None
@@ -94,7 +97,7 @@ class ChipsSink:
             if not has_fresh_estimate(faces, i):
                 continue
             tid = int(faces.track_id[i])
-            name = chip_name(self.stem, frame.index, t, tid if tid >= 0 else i)
+            name = self._name(frame, tid if tid >= 0 else i)
             if tid < 0:
                 self._add(name, self._jpeg(image, faces, i), self._row(name, frame, faces, i))
                 continue
@@ -136,6 +139,15 @@ class ChipsSink:
     suspend = abort
 
     # -- helpers ------------------------------------------------------------------------------
+    def _name(self, frame: "Frame", face_no: int) -> str:
+        if not self.per_image:
+            return chip_name(self.stem, frame.index, float(frame.time_s), face_no)
+        stem = Path(frame.name).stem or f"image{frame.index}"
+        name = f"{stem}_face{face_no}.jpg"
+        if self._image_of.setdefault(stem, frame.index) != frame.index:  # two images with one stem
+            name = f"{stem}_{frame.index}_face{face_no}.jpg"
+        return name
+
     def _open(self) -> None:
         if self._tar is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
