@@ -253,3 +253,51 @@ def _iou(a, b) -> float:
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+class _StopAfter:
+    """A progress hook that presses Ctrl-C after ``n`` frames (the runner keeps its checkpoint)."""
+
+    def __init__(self, n: int):
+        self.n, self.seen = n, 0
+
+    def start(self, name, total):
+        pass
+
+    def advance(self, frames, faces):
+        self.seen += frames
+        if self.seen >= self.n:
+            raise KeyboardInterrupt
+
+    def finish(self):
+        pass
+
+
+@pytest.mark.parametrize("between", ["kalman", "hold"])
+def test_interrupted_tracked_run_resumes_to_the_same_table_and_tracks_file(analyzer, tmp_path, between):
+    from agender.exports import TrackOptions
+    from agender.inputs import expand_inputs
+    from agender.runner import RunOptions, Runner
+
+    track = TrackOptions(detect_every=3, between=between)
+    opts = RunOptions(max_frames=72, checkpoint_s=0.0, group_frames=8)
+
+    def runner(out, progress=None):
+        return Runner(analyzer, out, opts, stage_factories=[track.stage_factory()],
+                      sink_factories=track.sink_factories(), progress=progress)
+
+    items = expand_inputs([str(TV)])
+    assert runner(tmp_path / "a").run(items)[0].status == "done"
+    with pytest.raises(KeyboardInterrupt):
+        runner(tmp_path / "b", _StopAfter(40)).run(items)
+    res = runner(tmp_path / "b").run(items)[0]
+    assert res.status == "done" and 0 < res.resumed_from <= 40
+    for name in ("tv_scene_720p.csv", "tv_scene_720p.tracks.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_stage_is_resumable_unless_an_opencv_tracker_moves_boxes_between_detections():
+    assert TrackingStage(24).resumable  # detect on every frame: nothing unsaved
+    assert TrackingStage(24, detect_every=3, between="kalman").resumable
+    assert TrackingStage(24, detect_every=3, between="hold").resumable
+    assert not TrackingStage(24, detect_every=3, between="kcf").resumable  # the runner redoes the input
