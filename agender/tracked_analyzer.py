@@ -81,6 +81,11 @@ class TrackingStage:
         return self.detect_every == 1 or self.between not in ("kcf", "csrt", "mil")
 
     @property
+    def detects_every_frame(self) -> bool:
+        """Every frame goes to the detector (so the runner may detect ahead in its own thread)."""
+        return self.detect_every == 1 and not self.similar.enabled
+
+    @property
     def fingerprint(self) -> str:
         return (f"de={self.detect_every},re={self.reestimate_every},skip={self.skip_similar},"
                 f"cuts={self.cuts is not None},between={self.between},lost={self.lost_after_s}")
