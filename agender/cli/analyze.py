@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agender.cli.common import (add_model_options, build_analyzer, non_negative_float, positive_float,
-                                positive_int, stderr_is_tty)
+from agender.cli.common import (add_model_options, build_analyzer, non_negative_float, offline_threads,
+                                positive_float, positive_int, stderr_is_tty)
 
 log = logging.getLogger("agender")
 
@@ -136,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet:
         logger.setLevel(logging.WARNING)
     try:
-        return _analyze(args, expand_inputs(args.inputs))
+        with offline_threads():
+            return _analyze(args, expand_inputs(args.inputs))
     finally:
         logger.setLevel(level)
 

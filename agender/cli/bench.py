@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from agender.cli.common import add_model_options, build_analyzer, positive_float, positive_int
+from agender.cli.common import add_model_options, build_analyzer, offline_threads, positive_float, positive_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,8 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from agender.io.sources import VideoSource
 
     VideoSource(args.video).close()  # a bad clip fails here, in one line, before models load
-    analyzer = build_analyzer(args)
-    res = bench(args.video, analyzer, min_seconds=args.min_seconds, max_frames=args.max_frames,
-                group_frames=args.group_frames)
+    with offline_threads():
+        analyzer = build_analyzer(args)
+        res = bench(args.video, analyzer, min_seconds=args.min_seconds, max_frames=args.max_frames,
+                    group_frames=args.group_frames)
     print(json.dumps(res, indent=2) if args.json else format_table(res))
     return 0
