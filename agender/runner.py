@@ -38,6 +38,9 @@ A **frame stage** (e.g. a tracker) is any object with some of these methods (all
     resumable: bool                         # default False: True only if the stage gives the
                                             # same rows when a run starts mid-video
     name, fingerprint: str                  # part of the resume fingerprint
+    detects_every_frame: bool               # True when should_detect never says False (e.g.
+                                            # no --detect-every/--skip-similar): lets the runner
+                                            # run the detector ahead in its own thread
     columns: tuple[str, ...]                # table columns it fills, added after extra_columns
                                             # (e.g. the tracker's face_id.., videos only)
 
