@@ -238,3 +238,31 @@ def test_unknown_detector_and_variant_are_one_line_errors():
         create_detector("retina")
     with pytest.raises(ModelError, match="no variant 'big'"):
         create_detector("yunet:big", models=ModelStore(MODELS))
+
+
+def test_yunet_on_onnxruntime_gives_the_boxes_landmarks_and_scores_of_opencv_facedetectoryn():
+    """The default YuNet backend decodes the net's outputs itself (half the CPU of OpenCV's
+    FaceDetectorYN); it must find exactly what FaceDetectorYN finds, on real TV frames."""
+    from conftest import VIDEOS
+
+    from agender.detectors.yunet import YuNetDetector
+
+    store = ModelStore(MODELS)
+    ort_det, cv_det = YuNetDetector(models=store, device="cpu"), YuNetDetector(models=store, backend="opencv")
+    cap = cv2.VideoCapture(str(VIDEOS / "tv_scene_720p.mp4"))
+    faces = 0
+    for i in range(120):
+        ok, frame = cap.read()
+        assert ok
+        if i % 6:
+            continue
+        small, _ = resize_for_detection(frame, 640)
+        a, b = ort_det.detect(small), cv_det.detect(small)
+        assert len(a) == len(b)
+        oa, ob = np.argsort(a.xyxy[:, 0]), np.argsort(b.xyxy[:, 0])
+        np.testing.assert_allclose(a.xyxy[oa], b.xyxy[ob], atol=1e-3)
+        np.testing.assert_allclose(a.landmarks[oa], b.landmarks[ob], atol=1e-3)
+        np.testing.assert_allclose(a.det_conf[oa], b.det_conf[ob], atol=1e-5)
+        faces += len(a)
+    cap.release()
+    assert faces >= 10
