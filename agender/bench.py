@@ -92,7 +92,7 @@ def bench(video: str | Path, analyzer, *, min_seconds: float = 10.0, max_frames:
     with tempfile.TemporaryDirectory(prefix="agender-bench-") as tmp:
         sink = CsvSink(Path(tmp) / "bench.csv")
         sink.begin(None)
-        reader = ThreadedReader(_TimedSource(LoopedVideo(video, total), pipe.clock), maxsize=2 * group_frames)
+        reader = ThreadedReader(_TimedSource(LoopedVideo(video, total), pipe.clock), maxsize=8)
         try:
             stats = pipe.run(reader, [sink])
         finally:
@@ -122,6 +122,7 @@ def bench(video: str | Path, analyzer, *, min_seconds: float = 10.0, max_frames:
         "estimator": analyzer.estimator.name,
         "detect_width": analyzer.detect_width,
         "group_frames": group_frames,
+        "detect_ahead": pipe.detect_ahead,
         "threads": {"onnxruntime_intra_op": default_threads(), "opencv": cv2.getNumThreads(),
                     "cpus": os.cpu_count()},
         "agender_version": __version__,
@@ -141,7 +142,8 @@ def format_table(r: dict[str, Any]) -> str:
         f"{'faces':<22}{r['faces_per_s']:>9.1f} faces/s    ({r['faces_per_frame']} per frame)",
         f"{'peak RSS':<22}{r['peak_rss_mb']:>9.1f} MB",
         "",
-        "ms per frame (decode runs in its own thread, overlapped):",
+        "ms per frame (decode" + (" and resize+detect run in their own threads" if r.get("detect_ahead") else
+                                  " runs in its own thread") + ", overlapped):",
     ]
     for k, v in ms.items():
         lines.append(f"  {k:<20}{v:>8.2f}")

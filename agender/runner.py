@@ -104,7 +104,7 @@ class RunOptions:
     group_frames: int = 8  # frames per estimator batch
     timeout_s: float = 10.0  # network open/read timeout
     checkpoint_s: float = 1.0  # at most one resume checkpoint per this many seconds
-    queue_frames: int = 16  # decode-ahead depth
+    queue_frames: int = 8  # decode-ahead depth (frames in memory: this + 2 groups)
     extra_columns: tuple[str, ...] = ()
 
 
@@ -114,7 +114,7 @@ class Clock:
     ``wait`` is how long the pipeline stood waiting for a decoded frame."""
 
     decode: float = 0.0
-    wait: float = 0.0
+    wait: float = 0.0  # waiting for the next decoded (and, when run ahead, detected) frame
     stage: float = 0.0
     output: float = 0.0
 
@@ -322,7 +322,7 @@ class FramePipeline:
         ``on_group(last_frame)`` runs after each group is written (the runner's checkpoint)."""
         progress = progress or NoProgress()
         t_start = time.perf_counter()
-        ahead = ThreadedReader(_Detections(frames, self.analyzer), maxsize=2 * self.group_frames) \
+        ahead = ThreadedReader(_Detections(frames, self.analyzer), maxsize=self.group_frames) \
             if self.detect_ahead else None
         items: Iterator[tuple[Frame, Faces | None]] = iter(ahead) if ahead else ((fr, None) for fr in frames)
         try:
@@ -363,7 +363,7 @@ class FramePipeline:
             "estimate": ms(t.estimate - t0.estimate),
             "track": ms(self.clock.stage),
             "output": ms(self.clock.output),
-            "wait_for_decode": ms(self.clock.wait),
+            "wait_input": ms(self.clock.wait),  # the estimating thread idle, waiting for frames
         }
 
 
