@@ -303,3 +303,35 @@ def test_runner_stage_can_skip_detection_and_fill_track_columns_and_extra_sinks_
         assert r["face_id"] == r["face"]
         assert (r["age"] == "33.0") == (r["face"] != "0")
     assert "walking_and_pause_270p.frames.txt" in sidecar(tmp_path / "walking_and_pause_270p.json")["outputs"]
+
+
+def _stderr_of(cmd: list[str], tty: bool) -> str:
+    """Run ``cmd`` with stderr on a real pseudo-terminal (tty=True) or a pipe."""
+    if not tty:
+        return subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True).stderr
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait() == 0
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_progress_is_a_bar_with_frames_per_second_on_a_terminal_and_plain_lines_otherwise(tmp_path):
+    cmd = [sys.executable, "-m", "agender", "analyze", str(WALKING), "--max-frames", "6", "--no-track"]
+    on_tty = _stderr_of([*cmd, "-o", str(tmp_path / "a")], tty=True)
+    assert "frame/s" in on_tty and "6/6" in on_tty and "\r" in on_tty
+    piped = _stderr_of([*cmd, "-o", str(tmp_path / "b")], tty=False)
+    assert "\r" not in piped and "%|" not in piped
+    assert "walking_and_pause_270p.csv: 6 frames" in piped

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -16,8 +17,14 @@ class TqdmProgress:
     def start(self, name: str, total: int | None) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, desc=name, unit="frame", file=sys.stderr, dynamic_ncols=True,
-                        smoothing=0.1, leave=True)
+        try:
+            size = os.get_terminal_size(sys.stderr.fileno())
+        except (OSError, ValueError, AttributeError):
+            size = os.terminal_size((0, 0))
+        # a terminal that reports no size (a fresh pty, `docker exec -t`) would get an empty bar
+        sized = size.columns > 0 and size.lines > 0
+        self.bar = tqdm(total=total, desc=name, unit="frame", file=sys.stderr, dynamic_ncols=sized,
+                        ncols=None if sized else 100, nrows=None if sized else 24, smoothing=0.1, leave=True)
 
     def advance(self, frames: int, faces: int) -> None:
         if self.bar is not None:
