@@ -54,41 +54,30 @@ def _physical_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, kind: type, ok, rule: str):
     try:
-        v = int(text)
+        v = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
+        raise argparse.ArgumentTypeError(f"not a {'whole ' if kind is int else ''}number: {text!r}") from None
+    if not ok(v):  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be {rule}: {text}")
     return v
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v > 0, "> 0")
 
 
 def positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
-    return v
+    return _number(text, float, lambda v: 0 < v < float("inf"), "> 0")
 
 
 def non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
-    return v
+    return _number(text, float, lambda v: 0 <= v < float("inf"), ">= 0")
 
 
 def unit_float(text: str) -> float:
-    v = non_negative_float(text)
-    if v > 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text}")
-    return v
+    return _number(text, float, lambda v: 0 <= v <= 1, "between 0 and 1")
 
 
 def _name_check(kind: str, names_fn, extra: tuple[str, ...]):
