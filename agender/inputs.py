@@ -25,6 +25,7 @@ class InputItem:
     kind: str
     name: str = ""  # output base name: OUTDIR/<name>.csv
     paths: list[Path] = field(default_factory=list)  # the images of an ``images`` job
+    sources: list[str] = field(default_factory=list)  # the specs an ``images`` job gathered from
     error: str = ""  # set for kind == "error"
 
     @property
@@ -78,11 +79,13 @@ def expand_inputs(specs: list[str]) -> list[InputItem]:
                 images = InputItem(spec=spec, kind="images", name=IMAGES_NAME)
                 items.append(images)
             images.paths.append(p)
+            if user_spec not in images.sources:
+                images.sources.append(user_spec)
         else:  # anything else is tried as a video; opening it says what is wrong
             items.append(InputItem(spec=str(p), kind="video", name=_safe_name(p.stem)))
 
     for spec in specs:
-        spec = str(spec)
+        spec = user_spec = str(spec)
         cam = parse_camera(spec)
         if cam is not None and not Path(spec).exists():
             items.append(InputItem(spec=f"cam:{cam}", kind="camera", name=f"cam{cam}"))

@@ -475,6 +475,7 @@ class Runner:
             return InputResult(item, "failed", item.error)
         table, sidecar, ckpt_path = self.table_path(item), self.sidecar_path(item), self.checkpoint_path(item)
         if not self.options.overwrite and self.is_done(item):
+            ckpt_path.unlink(missing_ok=True)  # left by a run killed after its sidecar was written
             rec = read_sidecar(sidecar) or {}
             failed = [tuple(x) for x in rec.get("failed_files", [])]
             return InputResult(item, "skipped", outputs=[table, sidecar], failed_files=failed)
@@ -622,7 +623,7 @@ class Runner:
         rec: dict[str, Any] = {
             "complete": not error,
             "agender_version": __version__,
-            "input": item.spec,
+            "input": item.sources if item.kind == "images" else item.spec,
             "kind": item.kind,
             "outputs": [p.name for p in outputs],
             "frames_read": stats.frames_read,

@@ -87,7 +87,9 @@ def test_all_still_images_go_to_one_images_csv_keyed_by_file(tmp_path):
     photos = sorted(p for p in PHOTOS.iterdir() if p.suffix.lower() == ".jpg")
     assert {r["file"] for r in table} <= {str(p) for p in photos}
     assert len({r["file"] for r in table}) >= len(photos) - 1  # every photo has a face (one tiny one may miss)
-    assert sidecar(tmp_path / "images.json")["frames_analysed"] == len(photos)
+    rec = sidecar(tmp_path / "images.json")
+    assert rec["frames_analysed"] == rec["images"] == len(photos)
+    assert rec["input"] == [str(PHOTOS)]
 
 
 def test_no_detect_scores_each_face_chip_as_one_whole_image_face(tmp_path):
