@@ -67,7 +67,7 @@ def bench(video: str | Path, analyzer, *, min_seconds: float = 10.0, max_frames:
     import cv2
 
     from agender.devices import default_threads
-    from agender.runner import FramePipeline, _TimedSource
+    from agender.pipeline import FramePipeline, TimedSource
 
     video = str(video)
     probe = VideoSource(video)
@@ -92,7 +92,7 @@ def bench(video: str | Path, analyzer, *, min_seconds: float = 10.0, max_frames:
     with tempfile.TemporaryDirectory(prefix="agender-bench-") as tmp:
         sink = CsvSink(Path(tmp) / "bench.csv")
         sink.begin(None)
-        reader = ThreadedReader(_TimedSource(LoopedVideo(video, total), pipe.clock), maxsize=8)
+        reader = ThreadedReader(TimedSource(LoopedVideo(video, total), pipe.clock), maxsize=8)
         try:
             stats = pipe.run(reader, [sink])
         finally:

@@ -2,12 +2,8 @@
 
 Two layers, both library-usable (no argparse here):
 
-* :class:`FramePipeline` — frames in, sinks out. Decoding runs ahead in a reader thread
-  (:class:`~agender.io.sources.ThreadedReader`); frames are taken in small groups and the
-  estimator scores all faces of a group in one batch (:meth:`Analyzer.analyze_frames`), which
-  keeps its batch full when frames hold one or two faces. Groups are aligned on the count of
-  analysed frames, so a resumed run batches exactly as an uninterrupted one did (same batches →
-  bit-identical numbers).
+* :class:`~agender.pipeline.FramePipeline` — frames in, sinks out (decode and detect ahead in
+  their own threads, one estimator batch per group of frames, frame stages such as a tracker).
 * :class:`Runner` — one input (:class:`~agender.inputs.InputItem`) → ``OUTDIR/<name>.csv``
   (or ``.jsonl``) + ``OUTDIR/<name>.json`` sidecar, with resume:
 
@@ -27,32 +23,7 @@ Extension points (how tracking and export sinks plug in)
 input with a :class:`JobContext` (the item, the opened source with its fps/size, the output
 folder, the options) and returns an object or ``None`` (not for this input).
 
-A **frame stage** (e.g. a tracker) is any object with some of these methods (all optional)::
-
-    should_detect(frame) -> bool            # False: no detector on this frame
-    prepare(frame, faces | None) -> Faces   # right after detection (None when skipped): the
-                                            # faces to estimate and write, e.g. with track_id
-                                            # set, or boxes carried forward on skipped frames
-    update(frame, faces, detected) -> Faces # after estimation: e.g. fill age_avg/p_male_avg
-    close() -> None                         # when the input ends
-    resumable: bool                         # default False: True only if the stage gives the
-                                            # same rows when a run starts mid-video
-    name, fingerprint: str                  # part of the resume fingerprint
-    detects_every_frame: bool               # True when should_detect never says False (e.g.
-                                            # no --detect-every/--skip-similar): lets the runner
-                                            # run the detector ahead in its own thread
-    columns: tuple[str, ...]                # table columns it fills, added after extra_columns
-                                            # (e.g. the tracker's face_id.., videos only)
-
-Per frame, in frame order: ``should_detect`` → detect → ``prepare``; then, once per group of
-``group_frames`` frames, one estimator batch over the faces of the whole group; then ``update``
-for each frame in order, then the sinks. So ``should_detect`` and ``prepare`` of frame k see the
-``prepare`` of frame k-1 (track association works), but ``update`` of frame k-1 may come later
-(estimates arrive per group). Faces returned by ``prepare`` that already carry an estimate
-(finite ``age`` or ``p_male``, e.g. copied from their track) are *not* sent to the estimator:
-that is how a stage skips estimation of a face. A frame with no detection and no ``prepare``
-gets empty ``Faces``. Add ``extra_columns=("face_id", "track_conf", "age_avg", "p_male_avg",
-"gender_avg")`` to :class:`RunOptions` to write the tracker's fields.
+Frame stages (a tracker) are described in :mod:`agender.pipeline`.
 
 An **extra sink** (MP4/ASS/chips export, ``<name>.tracks.csv``) follows
 :class:`~agender.io.sinks.base.Sink` (``write``/``close``/``abort``); its ``.path`` (or
@@ -67,20 +38,21 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from agender import __version__
 from agender.errors import AgenderError, SourceError
-from agender.faces import Faces
 from agender.inputs import InputItem
 from agender.io.sinks.csv_sink import CsvSink
 from agender.io.sinks.jsonl_sink import JsonlSink
 from agender.io.sinks.sidecar import read_sidecar, write_sidecar
 from agender.io.sources import CameraSource, Frame, ImageSource, ThreadedReader, VideoSource, parse_camera
+# re-exported: FramePipeline & co. lived here first
+from agender.pipeline import Clock, FramePipeline, NoProgress, Progress, RunStats, TimedSource  # noqa: F401
 
 log = logging.getLogger("agender.runner")
 
@@ -109,31 +81,6 @@ class RunOptions:
 
 
 @dataclass
-class Clock:
-    """Seconds per stage. ``decode`` is spent in the reader thread (overlapped with the rest);
-    ``wait`` is how long the pipeline stood waiting for a decoded frame."""
-
-    decode: float = 0.0
-    wait: float = 0.0  # waiting for the next decoded (and, when run ahead, detected) frame
-    stage: float = 0.0
-    output: float = 0.0
-
-
-@dataclass
-class RunStats:
-    frames_read: int = 0  # position reached in the source (frames decoded or skipped)
-    frames_analysed: int = 0
-    frames_detected: int = 0
-    faces: int = 0
-    wall_s: float = 0.0
-    ms_per_frame: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def fps(self) -> float:
-        return self.frames_analysed / self.wall_s if self.wall_s > 0 else 0.0
-
-
-@dataclass
 class InputResult:
     item: InputItem
     status: str  # done | skipped | failed
@@ -142,25 +89,6 @@ class InputResult:
     stats: RunStats | None = None
     resumed_from: int | None = None
     failed_files: list[tuple[str, str]] = field(default_factory=list)  # images that could not be read
-
-
-class Progress(Protocol):
-    def start(self, name: str, total: int | None) -> None: ...
-
-    def advance(self, frames: int, faces: int) -> None: ...
-
-    def finish(self) -> None: ...
-
-
-class NoProgress:
-    def start(self, name: str, total: int | None) -> None:
-        pass
-
-    def advance(self, frames: int, faces: int) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
 
 
 @dataclass
@@ -175,196 +103,6 @@ class JobContext:
 
 StageFactory = Callable[[JobContext], Any]
 SinkFactory = Callable[[JobContext], Any]
-
-
-# ------------------------------------------------------------------------------------------
-# frames → sinks
-# ------------------------------------------------------------------------------------------
-class _TimedSource:
-    """Wraps a source so the reader thread accounts its own decode time."""
-
-    def __init__(self, source, clock: Clock):
-        self.source, self.clock = source, clock
-        self.name = getattr(source, "name", "source")
-
-    def __iter__(self) -> Iterator[Frame]:
-        it = iter(self.source)
-        while True:
-            t0 = time.perf_counter()
-            try:
-                fr = next(it)
-            except StopIteration:
-                return
-            self.clock.decode += time.perf_counter() - t0
-            yield fr
-
-    def close(self) -> None:
-        self.source.close()
-
-
-def _whole_image(image: np.ndarray) -> Faces:
-    h, w = image.shape[:2]
-    return Faces(xyxy=[[0, 0, w, h]], det_conf=[np.nan])
-
-
-def _merge(full: Faces, idx: np.ndarray, part: Faces) -> Faces:
-    """``full`` with the estimates of faces ``idx`` taken from ``part`` (the estimated subset)."""
-    if not len(idx):
-        return full
-    age, std, pm = full.age.copy(), full.age_std.copy(), full.p_male.copy()
-    labels = list(full.age_label)
-    age[idx], std[idx], pm[idx] = part.age, part.age_std, part.p_male
-    for j, k in enumerate(idx):
-        labels[k] = part.age_label[j]
-    return replace(full, age=age, age_std=std, p_male=pm, age_label=labels)
-
-
-class _Detections:
-    """A source of ``(frame, faces)``: runs the detector over ``frames`` so that, wrapped in a
-    :class:`ThreadedReader`, detection works ahead in its own thread."""
-
-    def __init__(self, frames: Iterable[Frame], analyzer):
-        self.frames, self.analyzer = frames, analyzer
-        self.name = "detect"
-
-    def __iter__(self):
-        for fr in self.frames:
-            yield fr, self.analyzer.detect(fr.image)
-
-    def close(self) -> None:
-        pass
-
-
-class FramePipeline:
-    """Frames → (detect → crop → estimate in cross-frame batches → stages) → sinks.
-
-    With ``detect_ahead`` (the default) the detector runs in its own thread, ahead of the
-    estimator, whenever every frame is to be detected (no stage, or every stage says
-    ``detects_every_frame``): detector and estimator are native code that releases the GIL,
-    so on a multi-core CPU they work at the same time, each with one thread (which costs less
-    CPU per frame than two threads inside each). Stage methods and sinks are always called from
-    the calling thread, in frame order, exactly as without it, so the rows are the same.
-    """
-
-    def __init__(self, analyzer, *, stages: Sequence[Any] = (), group_frames: int = 8, no_detect: bool = False,
-                 detect_ahead: bool = True):
-        self.analyzer = analyzer
-        self.stages = list(stages)
-        self.group_frames = max(1, int(group_frames))
-        self.no_detect = no_detect
-        self.detect_ahead = (detect_ahead and not no_detect and getattr(analyzer, "detector", None) is not None
-                             and all(getattr(st, "detects_every_frame", not hasattr(st, "should_detect"))
-                                     for st in self.stages))
-        self.clock = Clock()
-        self.stats = RunStats()
-        self._times0 = replace(analyzer.times)  # the analyzer's clock is cumulative across inputs
-
-    def _should_detect(self, frame: Frame) -> bool:
-        ok = True
-        for st in self.stages:
-            fn = getattr(st, "should_detect", None)
-            if fn is not None and not fn(frame):
-                ok = False
-        return ok
-
-    def process_group(self, group: list[Frame], sinks: Sequence[Any],
-                      detected: Sequence[Faces | None] | None = None) -> None:
-        """should_detect → detect → prepare per frame; one estimator batch for the group's
-        faces that carry no estimate yet; update → sinks per frame. ``detected``: detections
-        made ahead (used where ``should_detect`` agrees)."""
-        an = self.analyzer
-        flags, dets = [], []
-        for k, fr in enumerate(group):
-            t0 = time.perf_counter()
-            flag = self._should_detect(fr)
-            self.clock.stage += time.perf_counter() - t0
-            faces: Faces | None
-            if not flag:
-                faces = None
-            elif detected is not None and detected[k] is not None:
-                faces = detected[k]
-            elif self.no_detect:
-                faces = _whole_image(fr.image)
-            else:
-                faces = an.detect(fr.image)
-            t0 = time.perf_counter()
-            for st in self.stages:
-                prep = getattr(st, "prepare", None)
-                if prep is not None:
-                    faces = prep(fr, faces)
-            self.clock.stage += time.perf_counter() - t0
-            flags.append(flag)
-            dets.append(faces if faces is not None else Faces())
-        todo = [np.flatnonzero(~(np.isfinite(d.age) | np.isfinite(d.p_male))) for d in dets]
-        part = an.analyze_frames([fr.image for fr in group], detections=[d[i] for d, i in zip(dets, todo)])
-        results = [p if len(i) == len(d) else _merge(d, i, p) for d, i, p in zip(dets, todo, part)]
-        t0 = time.perf_counter()
-        for i, fr in enumerate(group):
-            for st in self.stages:
-                upd = getattr(st, "update", None)
-                if upd is not None:
-                    results[i] = upd(fr, results[i], flags[i])
-        t1 = time.perf_counter()
-        for fr, faces in zip(group, results):
-            for s in sinks:
-                s.write(fr, faces)
-        t2 = time.perf_counter()
-        self.clock.stage += t1 - t0
-        self.clock.output += t2 - t1
-        self.stats.frames_analysed += len(group)
-        self.stats.frames_detected += sum(flags)
-        self.stats.faces += sum(len(r) for r in results)
-        self.stats.frames_read = group[-1].index + 1
-
-    def run(self, frames: Iterable[Frame], sinks: Sequence[Any], *,
-            on_group: Callable[[Frame], None] | None = None, progress: Progress | None = None) -> RunStats:
-        """Consume ``frames`` (already a reader thread's iterator, ideally) into ``sinks``.
-        ``on_group(last_frame)`` runs after each group is written (the runner's checkpoint)."""
-        progress = progress or NoProgress()
-        t_start = time.perf_counter()
-        ahead = ThreadedReader(_Detections(frames, self.analyzer), maxsize=self.group_frames) \
-            if self.detect_ahead else None
-        items: Iterator[tuple[Frame, Faces | None]] = iter(ahead) if ahead else ((fr, None) for fr in frames)
-        try:
-            group: list[Frame] = []
-            found: list[Faces | None] = []
-            while True:
-                t0 = time.perf_counter()
-                item = next(items, None)
-                self.clock.wait += time.perf_counter() - t0
-                if item is not None:
-                    group.append(item[0])
-                    found.append(item[1])
-                if group and (item is None or len(group) >= self.group_frames):
-                    faces_before = self.stats.faces
-                    self.process_group(group, sinks, found)
-                    progress.advance(len(group), self.stats.faces - faces_before)
-                    if on_group is not None:
-                        on_group(group[-1])
-                    group, found = [], []
-                if item is None:
-                    break
-        finally:
-            if ahead is not None:
-                ahead.close()
-            self.stats.wall_s += time.perf_counter() - t_start
-        return self.stats
-
-    def ms_per_frame(self) -> dict[str, float]:
-        """Per analysed frame, in milliseconds: the issue's six stages plus the overlap figures."""
-        n = max(1, self.stats.frames_analysed)
-        t, t0 = self.analyzer.times, self._times0
-        ms = lambda s: round(1000.0 * s / n, 3)  # noqa: E731
-        return {
-            "decode": ms(self.clock.decode),
-            "resize": ms(t.resize - t0.resize),
-            "detect": ms(t.detect - t0.detect),
-            "crop+preprocess": ms(t.crop - t0.crop),
-            "estimate": ms(t.estimate - t0.estimate),
-            "track": ms(self.clock.stage),
-            "output": ms(self.clock.output),
-            "wait_input": ms(self.clock.wait),  # the estimating thread idle, waiting for frames
-        }
 
 
 # ------------------------------------------------------------------------------------------
@@ -558,7 +296,7 @@ class Runner:
             })
             last_ck[0] = time.monotonic()
 
-        reader = ThreadedReader(_TimedSource(source, pipe.clock), maxsize=o.queue_frames, latest_only=live)
+        reader = ThreadedReader(TimedSource(source, pipe.clock), maxsize=o.queue_frames, latest_only=live)
         self.progress.start(item.name, _expected_frames(source, o, start_index) if item.kind != "camera" else o.max_frames)
         t_run = time.perf_counter()
         frames: Iterable[Frame] = reader
