@@ -35,7 +35,7 @@ for each frame in order, then the sinks. So ``should_detect`` and ``prepare`` of
 (finite ``age`` or ``p_male``, e.g. copied from their track) are *not* sent to the estimator:
 that is how a stage skips estimation of a face. A frame with no detection and no ``prepare``
 gets empty ``Faces``. Add ``extra_columns=("face_id", "track_conf", "age_avg", "p_male_avg",
-"gender_avg")`` to :class:`RunOptions` to write the tracker's fields.
+"gender_avg")`` to :class:`~agender.runner.RunOptions` to write the tracker's fields.
 """
 from __future__ import annotations
 

@@ -117,8 +117,11 @@ def device_name(text: str) -> str:
 def add_model_options(p: argparse.ArgumentParser, *, detect: bool = True) -> None:
     g = p.add_argument_group("models")
     if detect:
+        from agender.detectors.base import AUTO_ORDER
+
         g.add_argument("--detector", default="auto", type=_name_check("detector", _detector_names, ("auto",)),
-                       help="face detector: auto (yunet if its weights are found, else haar), yunet, dnn, haar, lbp")
+                       help=f"face detector: auto (the first of {', '.join(AUTO_ORDER)} whose model is found), "
+                            f"{', '.join(_detector_names())}")
     g.add_argument("--estimator", default="cydral", type=_name_check("estimator", _estimator_names, ("auto",)),
                    help="age/gender estimator, with a variant after a colon: cydral (default), "
                         "ssrnet:wiki|imdb|morph, levi-hassner")
