@@ -32,6 +32,11 @@ def thumbnail(image: np.ndarray, width: int = THUMB_WIDTH) -> np.ndarray:
     """A ``width``-pixel-wide BGR copy (area-averaged, aspect kept)."""
     h, w = image.shape[:2]
     th = max(1, round(h * width / max(1, w)))
+    # Take every k-th pixel first (a view, no copy) so the area average runs on ≤ 4× the
+    # thumbnail's pixels instead of the whole frame: ~10× cheaper on 720p, same decision.
+    k = max(1, w // (4 * width))
+    if k > 1:
+        image = image[::k, ::k]
     return cv2.resize(image, (width, th), interpolation=cv2.INTER_AREA)
 
 
