@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from agender.cli.main import main
 from conftest import VIDEOS
 
@@ -46,3 +48,19 @@ def test_bench_of_a_file_that_is_not_a_video_is_one_line_error(tmp_path, capsys)
     assert main(["bench", str(bad)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "x.mp4" in err and "Traceback" not in err
+
+
+def test_bench_measures_the_default_tracked_pipeline_unless_told_not_to(capsys):
+    assert main(["bench", str(WALKING), "--max-frames", "12", "--json"]) == 0
+    tracked = json.loads(capsys.readouterr().out)
+    assert tracked["tracking"] == {"detect_every": 1, "between": "kcf", "skip_similar": 0.0}
+    assert tracked["ms_per_frame"]["track"] > 0
+    assert main(["bench", str(WALKING), "--max-frames", "12", "--json", "--no-track"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["tracking"] is None and plain["ms_per_frame"].get("track", 0) < tracked["ms_per_frame"]["track"]
+
+
+def test_bench_detect_every_without_tracking_is_a_usage_error():
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", str(WALKING), "--no-track", "--detect-every", "5"])
+    assert exc.value.code == 2

@@ -20,6 +20,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--group-frames", type=positive_int, default=8, metavar="N",
                    help="frames whose faces share one estimator batch (default 8)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    p.add_argument("--no-track", dest="track", action="store_false", default=True,
+                   help="leave out the tracking stage that `agender analyze` runs by default on videos")
+    p.add_argument("--detect-every", type=positive_int, default=1, metavar="N",
+                   help="detect on every Nth frame and track in between, as in analyze (default 1)")
+    p.add_argument("--track-between", choices=("kcf", "csrt", "mil", "kalman", "hold"), default="kcf",
+                   help="how boxes move between detections with --detect-every (default kcf)")
     add_model_options(p)
     p.set_defaults(func=run, _parser=p)
     return p
@@ -32,7 +38,12 @@ def run(args: argparse.Namespace) -> int:
     VideoSource(args.video).close()  # a bad clip fails here, in one line, before models load
     with offline_threads():
         analyzer = build_analyzer(args)
+        from agender.exports import TrackOptions
+
+        if not args.track and args.detect_every > 1:
+            args._parser.error("--detect-every needs tracking (not with --no-track)")
+        track = TrackOptions(enabled=args.track, detect_every=args.detect_every, between=args.track_between)
         res = bench(args.video, analyzer, min_seconds=args.min_seconds, max_frames=args.max_frames,
-                    group_frames=args.group_frames)
+                    group_frames=args.group_frames, track=track)
     print(json.dumps(res, indent=2) if args.json else format_table(res))
     return 0
