@@ -56,7 +56,7 @@ class Analyzer:
         *,
         detect_width: int | None = 640,
         conf: float | None = None,
-        min_face: int = 20,
+        min_face: int = 10,
         padding: float | None = None,
         batch_size: int = 32,
     ):

@@ -133,8 +133,8 @@ def add_model_options(p: argparse.ArgumentParser, *, detect: bool = True) -> Non
         g.add_argument("--detect-width", type=positive_int, default=640, metavar="PX",
                        help="detect on a copy whose long side is at most PX (default 640)")
         g.add_argument("--conf", type=unit_float, default=None, help="detector confidence threshold (0..1)")
-        g.add_argument("--min-face", type=positive_int, default=20, metavar="PX",
-                       help="ignore faces smaller than PX in the full frame (default 20)")
+        g.add_argument("--min-face", type=positive_int, default=10, metavar="PX",
+                       help="ignore faces smaller than PX in the full frame (default 10)")
     g.add_argument("--padding", type=non_negative_float, default=None,
                    help="crop padding per side as a fraction of the box (default: the estimator's own)")
     g.add_argument("--batch-size", type=positive_int, default=32, help="faces per estimator call (default 32)")
