@@ -35,8 +35,7 @@ def face_label(face: Face, show_ids: bool = False) -> str:
         text += f" {face.age_label}"
     elif age == age:
         text += f" {age:.0f}"
-        tracked = face.track_id >= 0 and face.age_avg == face.age_avg
-        if std == std and std >= 0.5 and not tracked:  # a track's label stays steady: no per-frame ±
+        if std == std and std >= 0.5:  # the model's own spread (a distribution's std), when it has one
             text += f"±{std:.0f}"
     if show_ids and face.track_id >= 0:
         text = f"#{face.track_id} {text}"

@@ -53,13 +53,10 @@ class Face:
 
     @property
     def label(self) -> str:
-        """Short overlay label such as ``"F 27"`` or ``"M 41±6"``."""
-        g = {"male": "M", "female": "F"}.get(self.gender, "?")
-        if np.isnan(self.age):
-            return g
-        if self.age_std == self.age_std and self.age_std > 0:  # not NaN
-            return f"{g} {self.age:.0f}±{self.age_std:.0f}"
-        return f"{g} {self.age:.0f}"
+        """Short overlay label such as ``"F 27"`` or ``"M 41±6"`` (smoothed when tracked)."""
+        from agender.annotate import face_label
+
+        return face_label(self)
 
 
 @dataclass

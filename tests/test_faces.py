@@ -15,3 +15,10 @@ def test_faces_mask_keeps_parallel_arrays_aligned():
 def test_face_label_reads_like_the_overlay():
     f = Faces(xyxy=[[0, 0, 10, 10]], det_conf=[1]).with_estimates(Estimates(age=[27.4], p_male=[0.2], age_std=[5.6]))
     assert next(iter(f)).label == "F 27±6"
+
+
+def test_tracked_face_label_shows_the_track_mean_with_the_model_spread():
+    f = Faces(xyxy=[[0, 0, 10, 10]], det_conf=[1], track_id=[2], age_avg=[40.2], p_male_avg=[0.9])
+    f = f.with_estimates(Estimates(age=[30.0], p_male=[0.4], age_std=[6.2]))
+    f.age_avg[:], f.p_male_avg[:] = 40.2, 0.9
+    assert next(iter(f)).label == "M 40±6"
