@@ -48,7 +48,7 @@ class TrackOptions:
     detect_every: int = 1
     reestimate_every: int | None = None
     skip_similar: float = 0.0
-    between: str = "kcf"
+    between: str = "kalman"
     cuts: bool = True
     tracks_file: bool = True
 

@@ -57,7 +57,7 @@ class TrackingStage:
     columns = TRACK_COLUMNS  # what the runner adds to the table for a tracked input
 
     def __init__(self, fps: float = 25.0, *, detect_every: int = 1, reestimate_every: int | None = None,
-                 skip_similar: float = 0.0, cuts: bool = True, between: str = "kcf", lost_after_s: float = 1.0):
+                 skip_similar: float = 0.0, cuts: bool = True, between: str = "kalman", lost_after_s: float = 1.0):
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self.detect_every = max(1, int(detect_every))
         self.reestimate_every = self.detect_every if reestimate_every is None else max(1, int(reestimate_every))

@@ -138,7 +138,7 @@ class Tracker:
     detect_every: int = 1  # source frames per detection; scales the Kalman step between them
     lost_after_s: float = 1.0
     iou_threshold: float = 0.1
-    between: str = "kcf"
+    between: str = "kalman"
     work_width: int = 320
     _next_id: int = 0
     _bt: object | None = None

@@ -53,7 +53,7 @@ def test_bench_of_a_file_that_is_not_a_video_is_one_line_error(tmp_path, capsys)
 def test_bench_measures_the_default_tracked_pipeline_unless_told_not_to(capsys):
     assert main(["bench", str(WALKING), "--max-frames", "12", "--json"]) == 0
     tracked = json.loads(capsys.readouterr().out)
-    assert tracked["tracking"] == {"detect_every": 1, "between": "kcf", "skip_similar": 0.0}
+    assert tracked["tracking"] == {"detect_every": 1, "between": "kalman", "skip_similar": 0.0}
     assert tracked["ms_per_frame"]["track"] > 0
     assert main(["bench", str(WALKING), "--max-frames", "12", "--json", "--no-track"]) == 0
     plain = json.loads(capsys.readouterr().out)

@@ -24,8 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="leave out the tracking stage that `agender analyze` runs by default on videos")
     p.add_argument("--detect-every", type=positive_int, default=1, metavar="N",
                    help="detect on every Nth frame and track in between, as in analyze (default 1)")
-    p.add_argument("--track-between", choices=("kcf", "csrt", "mil", "kalman", "hold"), default="kcf",
-                   help="how boxes move between detections with --detect-every (default kcf)")
+    p.add_argument("--track-between", choices=("kcf", "csrt", "mil", "kalman", "hold"), default="kalman",
+                   help="how boxes move between detections with --detect-every (default kalman)")
     add_model_options(p)
     p.set_defaults(func=run, _parser=p)
     return p
