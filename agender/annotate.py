@@ -20,11 +20,12 @@ LANDMARK_COLORS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0
 
 
 def display_values(face: Face) -> tuple[str, float, float]:
-    """``(gender, age, age_std)`` to show: smoothed when tracked, raw otherwise."""
+    """``(gender, age, age_std)`` to show: the track's means when tracked, raw otherwise."""
     tracked = face.track_id >= 0 and face.p_male_avg == face.p_male_avg
     gender = face.gender_avg if tracked else face.gender
-    age = face.age_avg if tracked and face.age_avg == face.age_avg else face.age
-    return gender, age, face.age_std
+    if tracked and face.age_avg == face.age_avg:
+        return gender, face.age_avg, face.age_std_avg  # steady: the track's means, not this frame's
+    return gender, face.age, face.age_std
 
 
 def face_label(face: Face, show_ids: bool = False) -> str:

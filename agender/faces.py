@@ -40,6 +40,7 @@ class Face:
     track_conf: float = float("nan")
     age_avg: float = float("nan")  # per-track smoothed values (NaN when not tracking)
     p_male_avg: float = float("nan")
+    age_std_avg: float = float("nan")  # the track's mean of the model's own age spread
 
     @property
     def gender(self) -> str:
@@ -78,6 +79,7 @@ class Faces:
     track_conf: np.ndarray | None = None
     age_avg: np.ndarray | None = None
     p_male_avg: np.ndarray | None = None
+    age_std_avg: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -87,7 +89,7 @@ class Faces:
             lm = np.asarray(self.landmarks, dtype=np.float32)
             # n == 0: reshape(0, -1, 2) is ambiguous for numpy, so keep the point count explicitly
             self.landmarks = lm.reshape(n, -1, 2) if n else lm.reshape(0, lm.shape[1] if lm.ndim == 3 else 0, 2)
-        for name in ("age", "age_std", "p_male", "track_conf", "age_avg", "p_male_avg"):
+        for name in ("age", "age_std", "p_male", "track_conf", "age_avg", "p_male_avg", "age_std_avg"):
             v = getattr(self, name)
             setattr(self, name, _nan(n) if v is None else np.asarray(v, np.float32).reshape(n))
         if self.track_id is None:
@@ -121,6 +123,7 @@ class Faces:
             track_conf=self.track_conf[idx],
             age_avg=self.age_avg[idx],
             p_male_avg=self.p_male_avg[idx],
+            age_std_avg=self.age_std_avg[idx],
         )
 
     def __iter__(self) -> Iterator[Face]:
@@ -137,6 +140,7 @@ class Faces:
                 track_conf=float(self.track_conf[i]),
                 age_avg=float(self.age_avg[i]),
                 p_male_avg=float(self.p_male_avg[i]),
+                age_std_avg=float(self.age_std_avg[i]),
             )
 
     @property
@@ -180,6 +184,7 @@ class Faces:
             track_conf=np.concatenate([f.track_conf for f in items]),
             age_avg=np.concatenate([f.age_avg for f in items]),
             p_male_avg=np.concatenate([f.p_male_avg for f in items]),
+            age_std_avg=np.concatenate([f.age_std_avg for f in items]),
         )
 
 

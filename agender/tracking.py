@@ -74,13 +74,18 @@ class TrackSummary:
     age_wsum: float = 0.0
     age_w2sum: float = 0.0
     p_wsum: float = 0.0
+    spread_wsum: float = 0.0  # the model's own age spread (age_std), weighted like the ages
+    spread_w: float = 0.0
     best_quality: float = -1.0
     best_frame: int = -1
     best_s: float = float("nan")
     best_xyxy: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
-    def add_estimate(self, age: float, p_male: float, weight: float) -> None:
+    def add_estimate(self, age: float, p_male: float, weight: float, spread: float = float("nan")) -> None:
         w = max(float(weight), 1e-3)  # a blurry estimate still counts a little
+        if spread == spread:
+            self.spread_wsum += w * spread
+            self.spread_w += w
         if age == age:
             self.age_wsum += w * age
             self.age_w2sum += w * age * age
@@ -100,6 +105,11 @@ class TrackSummary:
             return float("nan")
         m = self.age_mean
         return math.sqrt(max(self.age_w2sum / self.w_sum - m * m, 0.0))
+
+    @property
+    def spread_mean(self) -> float:
+        """Weighted mean of the model's per-frame age spread: the ± a steady label shows."""
+        return self.spread_wsum / self.spread_w if self.spread_w > 0 else float("nan")
 
     @property
     def p_male_mean(self) -> float:
@@ -387,6 +397,7 @@ class Tracker:
         std[~estimated] = np.nan
         age_avg = np.full(len(faces), np.nan, np.float32)
         p_avg = np.full(len(faces), np.nan, np.float32)
+        std_avg = np.full(len(faces), np.nan, np.float32)
         for i, tid in enumerate(faces.track_id):
             tid = int(tid)
             if tid < 0:
@@ -398,12 +409,13 @@ class Tracker:
             s.frames += 1
             q = float(quality[i])
             if estimated[i]:
-                s.add_estimate(float(age[i]), float(p[i]), q)
+                s.add_estimate(float(age[i]), float(p[i]), q, float(std[i]))
             if q > s.best_quality:
                 s.best_quality, s.best_frame, s.best_s = q, index, time_s
                 s.best_xyxy = tuple(float(v) for v in faces.xyxy[i])
-            age_avg[i], p_avg[i] = s.age_mean, s.p_male_mean
-        return replace(faces, age=age, p_male=p, age_std=std, age_avg=age_avg, p_male_avg=p_avg)
+            age_avg[i], p_avg[i], std_avg[i] = s.age_mean, s.p_male_mean, s.spread_mean
+        return replace(faces, age=age, p_male=p, age_std=std, age_avg=age_avg, p_male_avg=p_avg,
+                       age_std_avg=std_avg)
 
 
 def _clip_box(b: np.ndarray, shape) -> np.ndarray:

@@ -17,8 +17,8 @@ def test_face_label_reads_like_the_overlay():
     assert next(iter(f)).label == "F 27±6"
 
 
-def test_tracked_face_label_shows_the_track_mean_with_the_model_spread():
-    f = Faces(xyxy=[[0, 0, 10, 10]], det_conf=[1], track_id=[2], age_avg=[40.2], p_male_avg=[0.9])
-    f = f.with_estimates(Estimates(age=[30.0], p_male=[0.4], age_std=[6.2]))
-    f.age_avg[:], f.p_male_avg[:] = 40.2, 0.9
+def test_tracked_face_label_shows_the_track_means_not_this_frames_values():
+    f = Faces(xyxy=[[0, 0, 10, 10]], det_conf=[1], track_id=[2])
+    f = f.with_estimates(Estimates(age=[30.0], p_male=[0.4], age_std=[9.7]))
+    f.age_avg[:], f.p_male_avg[:], f.age_std_avg[:] = 40.2, 0.9, 6.2
     assert next(iter(f)).label == "M 40±6"

@@ -301,3 +301,13 @@ def test_stage_is_resumable_unless_an_opencv_tracker_moves_boxes_between_detecti
     assert TrackingStage(24, detect_every=3, between="kalman").resumable
     assert TrackingStage(24, detect_every=3, between="hold").resumable
     assert not TrackingStage(24, detect_every=3, between="kcf").resumable  # the runner redoes the input
+
+
+def test_track_label_spread_is_the_mean_of_the_models_spreads():
+    from agender.tracking import TrackSummary
+
+    s = TrackSummary(0, 0, 0.0, 0, 0.0)
+    s.add_estimate(30.0, 0.9, 1.0, 4.0)
+    s.add_estimate(34.0, 0.8, 3.0, 8.0)
+    assert s.spread_mean == pytest.approx((4.0 + 3 * 8.0) / 4)
+    assert s.age_mean == pytest.approx((30.0 + 3 * 34.0) / 4)
