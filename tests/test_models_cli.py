@@ -368,11 +368,19 @@ def test_models_list_shows_shared_models_verified_and_missing_caffemodels(capsys
     assert main(["models", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["NAME", "FILE", "SIZE", "LICENSE", "FOUND", "VERIFIED"]
-    row = {line.split()[1]: line for line in lines[1:]}
+    row = {line.split()[1]: line for line in lines[1:] if not line.endswith("bundled")}
     assert len(row) == len(ModelStore().entries())
     assert str(MODELS / YUNET) in row[YUNET] and row[YUNET].split()[-1] == "yes" and "224.4 KiB" in row[YUNET]
     assert "MIT (OpenCV Zoo)" in row[YUNET]
     assert row["levi_hassner/age_net.caffemodel"].split()[-2:] == ["missing", "-"]
+
+
+def test_models_list_shows_the_pip_bundled_zero_download_models(capsys):
+    assert main(["models", "list"]) == 0
+    bundled = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.endswith("bundled")}
+    assert set(bundled) == {"cydral", "mtcnn", "haar"}
+    assert "age-v1.onnx" in bundled["cydral"] and "CC0-1.0" in bundled["cydral"]
+    assert "pnet.onnx" in bundled["mtcnn"] and "haarcascade_frontalface_default.xml" in bundled["haar"]
 
 
 def test_models_verify_passes_on_shared_models(capsys):

