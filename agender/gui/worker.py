@@ -34,7 +34,7 @@ class ModelConfig:
     """What the Models panel selects (``None`` = the model's own default)."""
 
     detector: str = "auto"
-    estimator: str = "cydral"
+    estimator: str = "cydral:int8"
     device: str = "auto"
     models: str | None = None
     detect_width: int = 640
