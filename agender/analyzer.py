@@ -92,8 +92,19 @@ class Analyzer:
         }
 
     # -- stages --------------------------------------------------------------------------
-    def detect(self, frame: np.ndarray) -> Faces:
-        """Faces in ``frame`` with boxes (and landmarks) in full-resolution coordinates."""
+    def downscale(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
+        """The copy the detector runs on, and its scale. Separate from :meth:`detect` so an
+        offline pipeline can resize in its reader thread, overlapped with detection."""
+        import time
+
+        t0 = time.perf_counter()
+        out = resize_for_detection(to_bgr8(frame), self.detect_width)
+        self.times.resize += time.perf_counter() - t0
+        return out
+
+    def detect(self, frame: np.ndarray, small: tuple[np.ndarray, float] | None = None) -> Faces:
+        """Faces in ``frame`` with boxes (and landmarks) in full-resolution coordinates.
+        ``small`` is ``downscale(frame)`` when the caller already made it."""
         import time
 
         if self.detector is None:
@@ -101,12 +112,10 @@ class Analyzer:
         frame = to_bgr8(frame)
         if frame.size == 0:
             return Faces()
-        t0 = time.perf_counter()
-        small, scale = resize_for_detection(frame, self.detect_width)
+        small, scale = small if small is not None else self.downscale(frame)
         t1 = time.perf_counter()
         faces = self.detector.detect(small)
         t2 = time.perf_counter()
-        self.times.resize += t1 - t0
         self.times.detect += t2 - t1
         if len(faces) == 0:
             return faces

@@ -101,7 +101,7 @@ def bench(video: str | Path, analyzer, *, min_seconds: float = 10.0, max_frames:
     with tempfile.TemporaryDirectory(prefix="agender-bench-") as tmp:
         sink = CsvSink(Path(tmp) / "bench.csv")
         sink.begin(None)
-        reader = ThreadedReader(TimedSource(LoopedVideo(video, total), pipe.clock), maxsize=8)
+        reader = ThreadedReader(TimedSource(LoopedVideo(video, total), pipe.clock, pipe.reader_prepare), maxsize=8)
         try:
             stats = pipe.run(reader, [sink])
         finally:

@@ -94,10 +94,11 @@ class NoProgress:
 
 
 class TimedSource:
-    """Wraps a source so the reader thread accounts its own decode time."""
+    """Wraps a source so the reader thread accounts its own decode time, and runs ``prepare``
+    (e.g. :meth:`FramePipeline.reader_prepare`) on each frame in that thread too."""
 
-    def __init__(self, source, clock: Clock):
-        self.source, self.clock = source, clock
+    def __init__(self, source, clock: Clock, prepare: Callable[[Frame], None] | None = None):
+        self.source, self.clock, self.prepare = source, clock, prepare
         self.name = getattr(source, "name", "source")
 
     def __iter__(self) -> Iterator[Frame]:
@@ -109,6 +110,8 @@ class TimedSource:
             except StopIteration:
                 return
             self.clock.decode += time.perf_counter() - t0
+            if self.prepare is not None:
+                self.prepare(fr)
             yield fr
 
     def close(self) -> None:
@@ -142,7 +145,7 @@ class _Detections:
 
     def __iter__(self):
         for fr in self.frames:
-            yield fr, self.analyzer.detect(fr.image)
+            yield fr, self.analyzer.detect(fr.image, small=fr.small)
 
     def close(self) -> None:
         pass
@@ -171,6 +174,19 @@ class FramePipeline:
         self.clock = Clock()
         self.stats = RunStats()
         self._times0 = replace(analyzer.times)  # the analyzer's clock is cumulative across inputs
+
+    @property
+    def reader_prepare(self) -> Callable[[Frame], None] | None:
+        """What the reader thread should do to each frame besides decoding: with detection
+        run ahead, make the detector's downscaled copy there, so the resize (≈1.5 ms on 720p)
+        overlaps detection instead of lengthening the detector thread, the pipeline's longest."""
+        if not self.detect_ahead:
+            return None
+
+        def prepare(fr: Frame) -> None:
+            fr.small = self.analyzer.downscale(fr.image)
+
+        return prepare
 
     def _should_detect(self, frame: Frame) -> bool:
         ok = True

@@ -296,7 +296,7 @@ class Runner:
             })
             last_ck[0] = time.monotonic()
 
-        reader = ThreadedReader(TimedSource(source, pipe.clock), maxsize=o.queue_frames, latest_only=live)
+        reader = ThreadedReader(TimedSource(source, pipe.clock, pipe.reader_prepare), maxsize=o.queue_frames, latest_only=live)
         self.progress.start(item.name, _expected_frames(source, o, start_index) if item.kind != "camera" else o.max_frames)
         t_run = time.perf_counter()
         frames: Iterable[Frame] = reader

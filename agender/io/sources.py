@@ -30,6 +30,7 @@ class Frame:
     time_s: float  # presentation time in seconds
     image: np.ndarray  # BGR uint8
     name: str = ""  # for image sources: the file this frame came from
+    small: tuple[np.ndarray, float] | None = None  # the detector's downscaled copy, when made ahead
 
 
 class Source(Protocol):
