@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from agender.errors import ModelError
+from agender.io.sinks.base import atomic_write_bytes
 
 QUANTIZER_VERSION = "cydral-int8/1"
 CALIBRATION_SEED = 20240611
@@ -207,13 +207,5 @@ def cached_int8_age_net(source: Path, means: np.ndarray, scale: float, rgb: bool
         chips = chips[..., ::-1]
     x = (chips.astype(np.float32) - np.asarray(means, np.float32)) * np.float32(scale)
     data = quantize_age_net(Path(source), np.ascontiguousarray(x.transpose(0, 3, 1, 2)), sha)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{sha[:12]}-", suffix=".onnx.tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(out, data)
     return out

@@ -23,15 +23,14 @@ written by an older converter is rebuilt rather than trusted.
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from agender.errors import ModelError
+from agender.io.sinks.base import atomic_write_bytes
 
 CONVERTER_VERSION = "ssrnet-onnx/2"
 OPSET = 17
@@ -296,15 +295,7 @@ def cached_onnx(h5_path: Path | str, source_sha256: str | None = None, kind: str
     )
     data = model.SerializeToString()
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{sha[:12]}-", suffix=".onnx.tmp", dir=out.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(out, data)
     except OSError as exc:
         raise ModelError(f"cannot write ONNX conversion of {h5_path} to {out.parent}: {exc.strerror or exc}") from None
     return out
