@@ -175,8 +175,8 @@ class OnnxSession:
         except Exception as exc:
             raise self._load_error(exc) from exc
 
-    def _adopt_cpu(self, sess: Any, exc: BaseException) -> None:
-        self._note_fallback(f"accelerator failed: {_first_line(exc)}")
+    def _adopt_cpu(self, sess: Any, reason: str) -> None:
+        self._note_fallback(reason)
         self._sess = sess
         self.device_used = f"CPU ({self.fallback_reason})"
         self._verified = True
@@ -184,20 +184,49 @@ class OnnxSession:
         self.output_names = [o.name for o in sess.get_outputs()]
 
     def _fall_back(self, exc: BaseException) -> None:
-        self._adopt_cpu(self._cpu_session(), exc)
+        self._adopt_cpu(self._cpu_session(), f"accelerator failed: {_first_line(exc)}")
 
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
+        """Run the net. The first run on an accelerator is also run on CPU: an accelerator
+        that fails *or* computes something else (a broken kernel, an fp16 overflow) is
+        replaced by the CPU for good, logged once; speed never buys a wrong answer."""
         if self._verified:
             return self._sess.run(outputs, feeds)
         try:
             out = self._sess.run(outputs, feeds)
-            self._verified = True
-            return out
         except Exception as exc:  # accelerator failed at first inference -- or the input is bad
             cpu = self._cpu_session()
-            out = cpu.run(outputs, feeds)  # fails too: the input is at fault, keep the accelerator
-            self._adopt_cpu(cpu, exc)
-            return out
+            ref = cpu.run(outputs, feeds)  # fails too: the input is at fault, keep the accelerator
+            self._adopt_cpu(cpu, f"accelerator failed: {_first_line(exc)}")
+            return ref
+        cpu = self._cpu_session()
+        ref = cpu.run(outputs, feeds)
+        problem = disagreement(out, ref)
+        if problem:
+            self._adopt_cpu(cpu, f"accelerator disagrees with CPU: {problem}")
+            return ref
+        self._verified = True
+        return out
+
+
+# How far an accelerator's first outputs may stray from the CPU's: fp16/TF32 kernels differ in
+# the 3rd-4th significant digit; a broken kernel or an overflow differs by far more.
+AGREE_RTOL = 0.02
+AGREE_ATOL = 1e-3
+
+
+def disagreement(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> str:
+    """'' when every output matches the CPU reference within tolerance, else what differs."""
+    for k, (got, want) in enumerate(zip(outputs, reference)):
+        got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+        if got.shape != want.shape:
+            return f"output {k} has shape {got.shape}, CPU {want.shape}"
+        err = np.abs(got - want)
+        bound = AGREE_ATOL + AGREE_RTOL * max(float(np.abs(want).max(initial=0.0)), 1e-12)
+        if not np.isfinite(got).all() or float(err.max(initial=0.0)) > bound:
+            worst = float(np.nanmax(err)) if np.isfinite(err).any() else float("nan")
+            return f"output {k} max |Δ| {worst:.3g} > {bound:.3g}"
+    return ""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -47,10 +47,11 @@ def names(providers) -> list[str]:
 
 
 class AcceleratorSession:
-    """A real CPU session dressed up as a CUDA one; its first run can fail the way cuDNN does."""
+    """A real CPU session dressed up as a CUDA one; its first run can fail the way cuDNN does,
+    or every run can come back off by ``drift`` (a kernel that computes something else)."""
 
-    def __init__(self, real, fail_first_run: bool):
-        self.real, self.fail_first_run, self.runs = real, fail_first_run, 0
+    def __init__(self, real, fail_first_run: bool, drift: float = 0.0):
+        self.real, self.fail_first_run, self.runs, self.drift = real, fail_first_run, 0, drift
 
     def get_providers(self):
         return [CUDA, CPU]
@@ -65,14 +66,14 @@ class AcceleratorSession:
         self.runs += 1
         if self.fail_first_run and self.runs == 1:
             raise RuntimeError(CUDNN_ERROR + "\nsecond line of the ORT message")
-        return self.real.run(outputs, feeds)
+        return [y + self.drift for y in self.real.run(outputs, feeds)]
 
 
 class Factory:
     """An ``InferenceSession`` stand-in: real CPU sessions, a scripted fault for anything else."""
 
     def __init__(self, fault: str):
-        assert fault in ("create", "first_run", "none")
+        assert fault in ("create", "first_run", "none", "wrong", "fp16")
         self.fault = fault
         self.calls: list[list[str]] = []
 
@@ -83,7 +84,8 @@ class Factory:
             return real
         if self.fault == "create":
             raise RuntimeError("CUDA failure 100: no CUDA-capable device is detected ; GPU=0")
-        return AcceleratorSession(real, fail_first_run=self.fault == "first_run")
+        drift = {"wrong": 0.5, "fp16": 1e-4}.get(self.fault, 0.0)
+        return AcceleratorSession(real, fail_first_run=self.fault == "first_run", drift=drift)
 
 
 # --------------------------------------------------------------------------- providers_for
@@ -201,7 +203,8 @@ def test_healthy_accelerator_is_kept_after_first_inference_with_injected_failing
         sess = OnnxSession(add_model, device="cuda", threads=1, session_factory=factory, available=[CUDA, CPU])
         sess.run(feeds())
         sess.run(feeds())
-    assert sess.device_used == "CUDA" and factory.calls == [[CUDA, CPU]] and not caplog.records
+    # the first inference is also run on CPU once, as a reference; then the accelerator alone
+    assert sess.device_used == "CUDA" and factory.calls == [[CUDA, CPU], [CPU]] and not caplog.records
 
 
 def test_bad_input_on_first_run_does_not_demote_the_accelerator_with_injected_failing_provider(add_model, caplog):
@@ -214,3 +217,26 @@ def test_bad_input_on_first_run_does_not_demote_the_accelerator_with_injected_fa
     assert sess.device_used == "CUDA" and not caplog.records
     np.testing.assert_array_equal(sess.run(feeds())[0], feeds()["a"] + 1)
     assert sess.device_used == "CUDA"
+
+
+def test_an_accelerator_that_computes_wrong_answers_is_replaced_by_cpu_with_injected_drifting_provider(
+    add_model, caplog
+):
+    factory = Factory("wrong")  # every output off by 0.5: a broken kernel, not a crash
+    with caplog.at_level(logging.WARNING, logger="agender.devices"):
+        sess = OnnxSession(add_model, device="cuda", threads=1, name="add",
+                           session_factory=factory, available=[CUDA, CPU])
+        outs = [sess.run(feeds(n))[0] for n in (2, 3)]
+    for n, y in zip((2, 3), outs):
+        np.testing.assert_array_equal(y, feeds(n)["a"] + 1)  # CPU's answers from the first run on
+    assert sess.device_used.startswith("CPU (accelerator disagrees with CPU: output 0 max |Δ| 0.5")
+    assert len(caplog.records) == 1 and "\n" not in caplog.records[0].getMessage()
+
+
+def test_an_accelerator_within_fp16_rounding_of_cpu_is_kept_with_injected_drifting_provider(add_model, caplog):
+    factory = Factory("fp16")
+    with caplog.at_level(logging.WARNING, logger="agender.devices"):
+        sess = OnnxSession(add_model, device="cuda", threads=1, session_factory=factory, available=[CUDA, CPU])
+        sess.run(feeds())
+        sess.run(feeds())
+    assert sess.device_used == "CUDA" and not caplog.records
