@@ -328,22 +328,40 @@ def test_snapshot_writes_the_annotated_frame_and_record_writes_a_video(qtbot, wi
     assert n >= 10 and (src.width, src.height) == (raw.shape[1], raw.shape[0]), "frames written, full size"
 
 
+def _detail(bgr: np.ndarray, sigma: float) -> np.ndarray:
+    g = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2GRAY).astype(np.float32)
+    return g - cv2.GaussianBlur(g, (0, 0), sigma)
+
+
 def test_privacy_mode_blurs_faces_on_screen_and_stores_nothing(qtbot, window, tmp_path):
+    from agender.gui.overlay import OverlayOptions, qimage_to_bgr, render_display
+
     win = window(source=str(WALKING), dialogs=ScriptedDialogs(save_path=str(tmp_path / "x.mp4")))
     win.panel.privacy.setChecked(True)
     _wait_for_faces(qtbot, win)
     qtbot.waitUntil(lambda: win.worker.overlay.privacy, timeout=5000)
     n = win.worker.frames
-    qtbot.waitUntil(lambda: win.worker.frames > n + 2 and len(win.last_result.faces) > 0, timeout=30000)
+    big = lambda res: [b for b in res.faces.xyxy if b[2] - b[0] >= 16]  # noqa: E731 - >= ~30 px on screen
+    qtbot.waitUntil(lambda: win.worker.frames > n + 2 and win.last_result.display is not None
+                    and len(big(win.last_result)) > 0, timeout=30000)
+    # What is deterministic: the picture on screen and the result it was drawn from (set together).
+    # The reference is the same result drawn without privacy (same boxes and labels), so the
+    # only difference left is the blur, whatever frame the machine's speed picked.
     res = win.last_result
-    img = win.view.image_array
-    s = img.shape[1] / res.captured.frame.image.shape[1]
-    x1, y1, x2, y2 = (int(v * s) for v in res.faces.xyxy[0])
-    face = img[y1 + 4: y2 - 4, x1 + 4: x2 - 4].astype(np.float32)
-    raw = cv2.cvtColor(cv2.resize(res.captured.frame.image, (img.shape[1], img.shape[0])), cv2.COLOR_BGR2RGB)
-    raw_face = raw[y1 + 4: y2 - 4, x1 + 4: x2 - 4].astype(np.float32)
-    sharp = lambda a: np.abs(np.diff(a, axis=1)).mean()  # noqa: E731
-    assert sharp(face) < 0.5 * sharp(raw_face), "the face on screen is blurred"
+    shown = qimage_to_bgr(res.display)
+    plain = qimage_to_bgr(render_display(res.captured.frame.image, res.faces, (shown.shape[1], shown.shape[0]),
+                                         replace(win.worker.overlay, privacy=False)))
+    s = shown.shape[1] / res.captured.frame.image.shape[1]
+    checked = 0
+    for x1, y1, x2, y2 in (np.asarray(big(res)) * s).astype(int):
+        w, h = x2 - x1, y2 - y1
+        inner = (slice(y1 + int(0.3 * h), y2 - int(0.1 * h)), slice(x1 + int(0.15 * w), x2 - int(0.15 * w)))  # clear of outline and label
+        sigma = max(1.0, w / 40)
+        d_raw, d_shown = _detail(plain[inner], sigma), _detail(shown[inner], sigma)
+        kept = float((d_shown * d_raw).sum() / ((d_raw * d_raw).sum() + 1e-9))  # 1.0: the face's detail is all there
+        assert kept < 0.5, f"face {w}x{h} px on screen keeps {kept:.0%} of its detail: not blurred"
+        checked += 1
+    assert checked > 0
     assert win.snapshot(str(tmp_path / "s.png")) is None and not (tmp_path / "s.png").exists()
     assert not win.act_snapshot.isEnabled() and not win.act_record.isEnabled()
 
@@ -429,17 +447,19 @@ def test_soak_thousands_of_frames_at_max_speed_keep_memory_flat(qtbot, window):
     win = window(source=str(WALKING), realtime=False, config=replace(FAST, detect_width=320))
     win.transport.loop_box.setChecked(True)
     worker = win.worker
-    qtbot.waitUntil(lambda: worker.frames >= 200, timeout=60000)  # warm-up: allocator pools, caches
+    qtbot.waitUntil(lambda: worker.frames >= 200, timeout=300000)  # warm-up: allocator pools, caches
     rss0 = proc.memory_info().rss
-    target = worker.frames + 1800
-    deadline = time.monotonic() + 50  # a budget, not an assertion: slow CI machines do fewer frames
-    while worker.frames < target and time.monotonic() < deadline:
-        qtbot.wait(200)
-    done = worker.frames - 200
+    start = worker.frames
+    t0 = time.monotonic()
+    # 1800 frames, or 50 s if that is sooner, but never fewer than 500 frames: a loaded machine
+    # takes longer instead of failing (the count is what the test proves, not the speed)
+    qtbot.waitUntil(lambda: worker.frames >= start + 1800
+                    or (time.monotonic() - t0 > 50 and worker.frames >= start + 500), timeout=600000)
+    done = worker.frames - start
     growth_mb = (proc.memory_info().rss - rss0) / 2**20
-    print(f"soak: {done} frames after warm-up, RSS {rss0 / 2**20:.0f} MB -> +{growth_mb:.1f} MB, "
-          f"{win.slot.dropped} captured frames dropped")
-    assert done >= 500, f"only {done} frames analysed"
+    print(f"soak: {done} frames after warm-up in {time.monotonic() - t0:.0f} s, RSS {rss0 / 2**20:.0f} MB -> "
+          f"+{growth_mb:.1f} MB, {win.slot.dropped} captured frames dropped")
+    assert done >= 500
     assert growth_mb < 50, f"RSS grew {growth_mb:.1f} MB over {done} frames"
     assert win.slot.dropped > 0  # max-speed decode outruns inference: latest frame wins
 
