@@ -336,7 +336,7 @@ class MainWindow(QMainWindow):
         self.transport.set_source(fc, info.get("fps", 0.0), seekable=not info.get("is_live") and bool(fc))
         fps = info.get("fps") or 0.0
         detail = "live" if info.get("is_live") else " · ".join(
-            x for x in (f"{fc} frames" if fc else "", f"{fps:g} fps" if fps else "") if x)
+            x for x in (f"{fc} frame{'s' * (fc != 1)}" if fc else "", f"{fps:g} fps" if fps else "") if x)
         self.panel.set_source(info.get("spec", info.get("name", "")), detail)
 
     def _on_source_failed(self, message: str, retry_in: float) -> None:
