@@ -69,6 +69,12 @@ class FrameSlot:
         with self._cond:
             self._item = None
 
+    def reset(self) -> None:
+        """Empty, and count drops afresh (a new source)."""
+        with self._cond:
+            self._item = None
+            self.dropped = 0
+
 
 class RateMeter:
     """Events per second over the last ``window_s`` seconds.
@@ -154,13 +160,15 @@ class CaptureThread(QThread):
     ``failed(str, float)`` the one-line error and the seconds until the next retry
     (``-1`` = no retry: the source is given up, e.g. an unreadable file);
     ``position(int)`` index of the last frame read; ``ended()`` a file reached its end;
-    ``paused_changed(bool)``.
+    ``truncated(int, int)`` a file ended well before the frame count its header declares
+    (frames that decode, declared count: a truncated or corrupt file); ``paused_changed(bool)``.
     """
 
     opened = pyqtSignal(dict)
     failed = pyqtSignal(str, float)
     position = pyqtSignal(int)
     ended = pyqtSignal()
+    truncated = pyqtSignal(int, int)
     paused_changed = pyqtSignal(bool)
 
     def __init__(self, spec: str, slot: FrameSlot, *, opener: Callable[[str], Any] = open_source,
@@ -186,6 +194,7 @@ class CaptureThread(QThread):
         self._wake = threading.Condition()
         self._last: Frame | None = None
         self._last_pos_emit = 0.0
+        self.decodable: int | None = None  # frames that really decode, once a truncated end was met
 
     # -- control (any thread) -------------------------------------------------------------
     def _poke(self) -> None:
@@ -206,6 +215,12 @@ class CaptureThread(QThread):
     def fps(self) -> float:
         """Frames handed to the worker per second, measured over the last seconds."""
         return self.meter.rate
+
+    @property
+    def last_index(self) -> int | None:
+        """Index of the last frame read (the one on screen once the worker caught up)."""
+        last = self._last
+        return None if last is None else int(last.index)
 
     @property
     def paused(self) -> bool:
@@ -276,6 +291,19 @@ class CaptureThread(QThread):
         self._sleep(delay)
         return not self._stop.is_set()
 
+    def _check_length(self, src, read_since_rewind: int) -> None:
+        """At the end of a file: did it end where its header says? A truncated mp4 keeps its
+        header (frame count, duration) but its frames stop early; say so once, with the real
+        length, instead of looping a second of video under an 82-s slider."""
+        declared = getattr(src, "frame_count", None)
+        last = self._last
+        if self.decodable is not None or not declared or not read_since_rewind or last is None:
+            return
+        n = int(last.index) + 1
+        if n < declared - max(3, declared // 50):  # the same tolerance as VideoSource(check_length=True)
+            self.decodable = n
+            self.truncated.emit(n, int(declared))
+
     def _play(self, src) -> None:
         live = bool(getattr(src, "is_live", False))
         fps = float(getattr(src, "fps", 0.0) or 0.0)
@@ -305,6 +333,7 @@ class CaptureThread(QThread):
             except StopIteration:
                 if live or (self.reconnect and not self._loop):
                     raise SourceError(f"{self.spec}: stream ended") from None
+                self._check_length(src, read_since_rewind)
                 if self._loop and can_seek and read_since_rewind:
                     src.seek(0)
                     it, t_ref, read_since_rewind = iter(src), None, 0

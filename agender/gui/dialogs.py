@@ -79,6 +79,17 @@ class Dialogs:
         url, ok = QInputDialog.getText(parent, "Open URL", "Stream URL (http://, https://, rtsp://):")
         return url.strip() if ok and url.strip() else None
 
+    def confirm(self, parent: QWidget | None, title: str, text: str, accept: str = "Quit") -> bool:
+        """Ask before something that cannot be undone (quitting, stopping a recording).
+        ``accept`` is the default button; Esc or closing the box answers no."""
+        self.messages.append((title, text))
+        box = QMessageBox(QMessageBox.Question, title, text, QMessageBox.NoButton, parent)
+        yes = box.addButton(accept, QMessageBox.AcceptRole)
+        box.addButton(QMessageBox.Cancel)
+        box.setDefaultButton(yes)
+        box.exec_()  # frames keep flowing: the nested event loop still delivers them
+        return box.clickedButton() is yes
+
     def save_file(self, parent: QWidget | None, title: str, suggested: str, filt: str) -> str | None:
         path, _ = QFileDialog.getSaveFileName(parent, title, suggested, filt)
         return path or None

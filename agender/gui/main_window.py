@@ -16,7 +16,9 @@ from typing import Any, Callable
 
 from PyQt5.QtCore import Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QKeySequence
-from PyQt5.QtWidgets import QAction, QLabel, QMainWindow, QScrollArea, QSplitter, QVBoxLayout, QWidget
+from PyQt5.QtGui import QColor, QFont, QPalette
+from PyQt5.QtWidgets import (QAction, QApplication, QLabel, QMainWindow, QScrollArea, QSplitter, QVBoxLayout,
+                             QWidget)
 
 from agender.errors import AgenderError
 from agender.gui.capture import Backoff, CaptureThread, FrameSlot, is_live_spec, list_cameras
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 READOUT_PERIOD_S = 0.25
 CHART_PERIOD_S = 1.0
 CLOSE_BUDGET_S = 1.8  # the issue's promise: closing releases everything within 2 s
+AUTOMATION_SIZE = (1280, 760)  # --exit-after runs: the same window size every time (docs, CI)
+SEEK_STEP_S = 5.0  # Left / Right arrow
 
 
 def _ema(old: float, new: float, a: float = 0.1) -> float:
@@ -45,7 +49,8 @@ def _ema(old: float, new: float, a: float = 0.1) -> float:
 class MainWindow(QMainWindow):
     """``source``: what to open at start (``None``: nothing). ``opener`` and ``backoff`` are
     injectable (tests use a fake camera that unplugs). ``realtime=False`` plays files as fast
-    as they decode."""
+    as they decode. ``exit_after`` makes an automated run: a fixed window size, settings
+    read but never written, no questions asked."""
 
     cameras_found = pyqtSignal(list)
     finished_run = pyqtSignal(int)  # --exit-after reached (exit code)
@@ -58,6 +63,9 @@ class MainWindow(QMainWindow):
                  exit_after: int | None = None, screenshot: str | None = None, probe_cameras: bool = True):
         super().__init__()
         self.settings = settings or Settings()
+        self.automated = exit_after is not None
+        if self.automated:
+            self.settings.read_only = True  # a CI run or doc screenshot must not change the user's window
         self.dialogs = dialogs or Dialogs()
         self.kiosk = kiosk
         self.opener = opener
@@ -83,6 +91,9 @@ class MainWindow(QMainWindow):
         self._t_chart = 0.0
         self._closing = False
         self._finished = False
+        self._quit_confirmed = False  # the user already said yes (keyboard quit): do not ask again
+        self._ended_at: int | None = None  # --exit-after: the file ended on this frame index
+        self.source_warning = ""  # shown as the banner while this source plays (e.g. truncated file)
         self._epoch = 0
         self._orphans: list = []  # threads that outlived their stop budget (kept alive until they end)
 
@@ -117,6 +128,17 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(split)
         self.status_label = QLabel("")
         self.statusBar().addPermanentWidget(self.status_label, 1)
+        self.rec_label = QLabel("● REC")  # red and bold: recording must be obvious
+        f = QFont(self.rec_label.font())
+        f.setBold(True)
+        f.setPointSizeF(f.pointSizeF() * 1.25 if f.pointSizeF() > 0 else 12)
+        self.rec_label.setFont(f)
+        pal = self.rec_label.palette()
+        pal.setColor(QPalette.WindowText, QColor(210, 20, 20))
+        self.rec_label.setPalette(pal)
+        self.rec_label.setToolTip("Recording the annotated video (R stops)")
+        self.rec_label.hide()
+        self.statusBar().addPermanentWidget(self.rec_label)
         self._build_actions()
         self.panel_scroll.setVisible(self.settings.show_panel)
 
@@ -145,10 +167,13 @@ class MainWindow(QMainWindow):
         self.worker.start()
 
         geo = self.settings.geometry()
-        if geo is not None and not kiosk:
+        if self.automated and not kiosk:
+            self.panel_scroll.setVisible(True)  # the documented window, whatever was remembered
+            self.resize(*AUTOMATION_SIZE)
+        elif geo is not None and not kiosk:
             self.restoreGeometry(geo)
         else:
-            self.resize(1280, 760)
+            self.resize(*AUTOMATION_SIZE)
         self.view.set_message("Loading models…" if source else self.view.message)
         self._update_privacy_actions(ov.privacy)
         if kiosk:
@@ -165,7 +190,10 @@ class MainWindow(QMainWindow):
             a.setShortcut(QKeySequence(shortcut))
             a.setShortcutContext(Qt.WindowShortcut)
         a.setCheckable(checkable)
-        (a.toggled if checkable else a.triggered).connect(slot)
+        if checkable:
+            a.toggled.connect(slot)
+        else:  # triggered(bool checked): never pass that bool on as an argument (a path, a flag)
+            a.triggered.connect(lambda _checked=False, slot=slot: slot())
         self.addAction(a)  # shortcuts keep working with the menu bar hidden (kiosk, fullscreen)
         return a
 
@@ -174,10 +202,17 @@ class MainWindow(QMainWindow):
         self.act_url = self._action("Open &URL…", self.ask_open_url, "Ctrl+U")
         self.act_snapshot = self._action("&Snapshot", self.snapshot, "S")
         self.act_record = self._action("&Record", self.toggle_record, "R", checkable=True)
-        self.act_quit = self._action("&Quit", self.close, QKeySequence.Quit)
+        # "Ctrl+Q" spelled out: QKeySequence.Quit is empty on platforms without a desktop theme
+        self.act_quit = self._action("&Quit", self.request_quit, "Ctrl+Q")
         self.act_pause = self._action("&Pause", self.toggle_pause, "Space")
+        self.act_back = self._action(f"&Back {SEEK_STEP_S:g} s", lambda: self.seek_by(-SEEK_STEP_S), "Left")
+        self.act_forward = self._action(f"&Forward {SEEK_STEP_S:g} s", lambda: self.seek_by(SEEK_STEP_S), "Right")
+        self.act_prev_frame = self._action("P&revious frame", self.step_back, ",")
+        self.act_next_frame = self._action("&Next frame", self.step, ".")
         self.act_full = self._action("&Fullscreen", self.toggle_fullscreen, "F")
-        self.act_escape = self._action("Leave fullscreen / quit", self.escape, "Esc")
+        # Esc is not a shortcut: shortcuts see keys before widgets do, so an Esc meant to close a
+        # dropdown would quit. keyPressEvent gets it only when no widget used it ("\tEsc": the menu shows the key)
+        self.act_escape = self._action("Leave fullscreen / quit\tEsc", self.escape)
         self.act_panel = self._action("Side &panel", self._toggle_panel, "Ctrl+P", checkable=True)
         self.act_panel.blockSignals(True)
         self.act_panel.setChecked(self.settings.show_panel)
@@ -193,11 +228,15 @@ class MainWindow(QMainWindow):
             m.addAction(a)
         m.addSeparator()
         m.addAction(self.act_quit)
+        m = mb.addMenu("&Play")
+        for a in (self.act_pause, self.act_back, self.act_forward, self.act_prev_frame, self.act_next_frame):
+            m.addAction(a)
         m = mb.addMenu("&View")
-        for a in (self.act_pause, self.act_full, self.act_panel):
+        for a in (self.act_full, self.act_panel):
             m.addAction(a)
         m = mb.addMenu("&Help")
-        m.addAction("Keys: Space pause · S snapshot · R record · F fullscreen · Esc leave/quit · Ctrl+O open").setEnabled(False)
+        m.addAction("Keys: Space pause · ←/→ 5 s · ,/. frame · S snapshot · R record · F fullscreen · "
+                    "Esc leave fullscreen/quit · Ctrl+O open").setEnabled(False)
 
     # -- sources -----------------------------------------------------------------------------
     def ask_open_file(self) -> None:
@@ -241,11 +280,18 @@ class MainWindow(QMainWindow):
         spec = str(spec)
         self._stop_capture()
         self._epoch += 1
-        self.slot.clear()
+        self.slot.reset()  # and "Dropped" counts this source's frames only
         self.seen.clear()
         self.source_spec = spec
         self.source_info = {}
+        self.source_warning = ""
+        self._ended_at = None
+        self.last_result = None
+        self.latency_ms = 0.0
         self.panel.set_source(spec)
+        self.panel.reset_readouts()
+        self.chart.set_summary(self.seen.summary())
+        self.transport.set_source(None, 0.0, seekable=False)
         self.view.set_banner("")
         live = is_live_spec(spec)
         cap = CaptureThread(spec, self.slot, opener=self.opener, realtime=self.realtime,
@@ -255,17 +301,19 @@ class MainWindow(QMainWindow):
         cap.failed.connect(self._on_source_failed)
         cap.position.connect(self.transport.set_position)
         cap.ended.connect(self._on_ended)
+        cap.truncated.connect(self._on_truncated)
         cap.paused_changed.connect(self.transport.set_paused)
         self.capture = cap
         self.transport.set_paused(False)
-        self.view.set_message(f"Connecting to {spec}…" if live else f"Opening {Path(spec).name}…")
+        # the previous source's picture (and its boxes) must not stay on screen under this one's messages
+        self.view.clear(f"Connecting to {spec}…" if live else f"Opening {Path(spec).name}…")
         cap.start()
 
     def _stop_capture(self, timeout_s: float = 1.0) -> bool:
         cap, self.capture = self.capture, None
         if cap is None:
             return True
-        for sig in (cap.opened, cap.failed, cap.position, cap.ended, cap.paused_changed):
+        for sig in (cap.opened, cap.failed, cap.position, cap.ended, cap.truncated, cap.paused_changed):
             try:
                 sig.disconnect()
             except TypeError:
@@ -281,14 +329,14 @@ class MainWindow(QMainWindow):
         self.source_info = info
         self.worker.source_fps = float(info.get("fps") or 25.0)
         self.settings.source = info.get("spec", "")
-        self.view.set_banner("")
+        self.view.set_banner(self.source_warning)
         if self.kiosk:
             self.view.set_idle(False)
         fc = info.get("frame_count")
         self.transport.set_source(fc, info.get("fps", 0.0), seekable=not info.get("is_live") and bool(fc))
         fps = info.get("fps") or 0.0
         detail = "live" if info.get("is_live") else " · ".join(
-            x for x in (f"{fc} frames" if fc else "", f"{fps:g} fps" if fps else "") if x)
+            x for x in (f"{fc} frame{'s' * (fc != 1)}" if fc else "", f"{fps:g} fps" if fps else "") if x)
         self.panel.set_source(info.get("spec", info.get("name", "")), detail)
 
     def _on_source_failed(self, message: str, retry_in: float) -> None:
@@ -313,7 +361,33 @@ class MainWindow(QMainWindow):
     def _on_ended(self) -> None:
         self.transport.set_paused(True)
         if self.exit_after is not None:
-            QTimer.singleShot(300, self.finish)  # the last frame is still in the worker
+            # the last frame is still in the worker (which may still be loading its models):
+            # finish once it is drawn, so the screenshot shows a result, never "Opening …"
+            last = self.capture.last_index if self.capture is not None else None
+            self._ended_at = -1 if last is None else last
+            res = self.last_result
+            if res is not None and self._is_current(res) and res.captured.frame.index >= self._ended_at:
+                self.finish()
+            elif last is None:
+                QTimer.singleShot(300, self.finish)  # nothing was read: nothing to wait for
+            else:
+                QTimer.singleShot(30000, self.finish)  # a worker that never delivers must not hang the run
+
+    def _on_truncated(self, frames: int, declared: int) -> None:
+        """A file that stops decoding long before its header's frame count: say so, and show its
+        real length (the slider, the panel) instead of a clip that seems to loop its first second."""
+        name = Path(self.source_spec or "").name or "video"
+        fps = self.transport.fps
+        took = f" ({frames / fps:.1f} s)" if fps else ""
+        self.source_warning = (f"{name}: the video ends at frame {frames} of {declared} (truncated or corrupt file); "
+                               f"playing the {frames} frames{took} that decode")
+        log.warning("%s", self.source_warning)
+        self.view.set_banner(self.source_warning)
+        self.statusBar().showMessage(self.source_warning, 10000)
+        self.transport.set_frame_count(frames)
+        self.source_info["frame_count"] = frames
+        detail = " · ".join(x for x in (f"{frames} of {declared} frames decode", f"{fps:g} fps" if fps else "") if x)
+        self.panel.set_source(self.source_info.get("spec", self.source_spec or ""), detail)
 
     # -- player ------------------------------------------------------------------------------
     def toggle_pause(self) -> None:
@@ -327,7 +401,35 @@ class MainWindow(QMainWindow):
 
     def seek(self, index: int) -> None:
         if self.capture is not None:
-            self.capture.seek(index)
+            n = self.transport.frame_count
+            self.capture.seek(min(int(index), n - 1) if n else int(index))
+
+    def _position(self) -> int:
+        """The frame on screen (the last one read, before the first result arrives)."""
+        res = self.last_result
+        if res is not None and self._is_current(res):
+            return int(res.captured.frame.index)
+        idx = self.capture.last_index if self.capture is not None else None
+        return int(idx or 0)
+
+    def _seekable(self) -> bool:
+        return self.capture is not None and self.transport.slider.isEnabled()
+
+    def seek_by(self, seconds: float) -> None:
+        """Left / Right arrow: jump ``seconds`` back or forward (files), clamped to the clip."""
+        if not self._seekable():
+            return
+        fps = self.transport.fps or self.worker.source_fps or 25.0
+        n = self.transport.frame_count
+        target = max(0, self._position() + int(round(seconds * fps)))
+        self.seek(min(target, n - 1) if n else target)
+
+    def step_back(self) -> None:
+        """``,``: pause and show the previous frame."""
+        if not self._seekable():
+            return
+        self.capture.set_paused(True)
+        self.seek(max(0, self._position() - 1))
 
     def _on_loop(self, on: bool) -> None:
         self.settings.loop = on
@@ -401,12 +503,12 @@ class MainWindow(QMainWindow):
     # -- results -----------------------------------------------------------------------------
     def _on_result(self) -> None:
         res: Result | None = self.worker.results.get(0)
-        if res is None or self._closing:
-            return
+        if res is None or self._closing or not self._is_current(res):
+            return  # a frame of the previous source that was still in the worker
         self.last_result = res
         self.view.set_frame(res.display)
-        if self.view.banner and self.capture is not None and self.worker.last_error == "":
-            self.view.set_banner("")
+        if self.view.banner != self.source_warning and self.capture is not None and self.worker.last_error == "":
+            self.view.set_banner(self.source_warning)  # a transient message is over; a warning about the source stays
         now = time.monotonic()
         self.latency_ms = _ema(self.latency_ms, 1000.0 * (now - res.captured.t_capture))
         self.seen.add(now, res.faces, res.captured.generation)
@@ -416,9 +518,14 @@ class MainWindow(QMainWindow):
         if now - self._t_chart >= CHART_PERIOD_S:
             self._t_chart = now
             self.chart.set_summary(self.seen.summary())
-        if self.exit_after is not None and self.view.frames_shown >= self.exit_after:
+        if self.exit_after is not None and (
+                self.view.frames_shown >= self.exit_after
+                or (self._ended_at is not None and res.captured.frame.index >= self._ended_at)):
             self.finish()
 
+    def _is_current(self, res: Result) -> bool:
+        """Did ``res`` come from the source opened last? (generations start at epoch << 20)"""
+        return (res.captured.generation >> 20) == self._epoch
     def _update_readouts(self, res: Result) -> None:
         cap_fps = self.capture.fps if self.capture is not None else 0.0
         p = self.panel
@@ -429,12 +536,11 @@ class MainWindow(QMainWindow):
         st = res.stage_ms
         p.set_readout("stages", " · ".join(f"{k} {st[k]:.1f}" for k in ("detect", "estimate", "draw") if k in st))
         p.set_readout("dropped", str(self.slot.dropped))
-        rec = "  ● REC" if self.worker.is_recording else ""
         self.statusBar().clearMessage()
         dev = self.models_info.get("device", "") if self.worker.analyzer is not None else "no model loaded"
         self.status_label.setText(
             f"capture {cap_fps:.1f} fps · processing {res.proc_fps:.1f} fps · latency {self.latency_ms:.0f} ms"
-            f" · {len(res.faces)} face{'s' * (len(res.faces) != 1)} · {dev}{rec}")
+            f" · {len(res.faces)} face{'s' * (len(res.faces) != 1)} · {dev}")  # recording: the red rec_label
 
     # -- snapshot / record --------------------------------------------------------------------
     def snapshot(self, path: str | None = None) -> str | None:
@@ -485,6 +591,8 @@ class MainWindow(QMainWindow):
 
     def _on_recording(self, on: bool, text: str) -> None:
         self._set_record_checked(on)
+        self.rec_label.setVisible(on)
+        self.view.set_recording(on)
         if on:
             self.statusBar().showMessage(f"Recording to {text}", 5000)
         elif text:
@@ -498,11 +606,37 @@ class MainWindow(QMainWindow):
             self.showFullScreen()
 
     def escape(self) -> None:
-        """Esc leaves fullscreen, or quits (kiosk: always quits)."""
+        """Esc closes an open dropdown, else leaves fullscreen, else asks to quit (kiosk: quits)."""
+        popup = QApplication.activePopupWidget()
+        if popup is not None:  # the Esc was meant for the dropdown (shortcuts see keys first)
+            popup.close()
+            return
         if self.isFullScreen() and not self.kiosk:
             self.showNormal()
         else:
-            self.close()
+            self.request_quit()
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        if event.key() == Qt.Key_Escape and not event.modifiers():
+            event.accept()
+            self.escape()
+            return
+        super().keyPressEvent(event)
+
+    def request_quit(self) -> bool:
+        """Quit from the keyboard (Esc, Ctrl+Q): asks first, so a stray key does not end a
+        session or a recording. Kiosk mode quits at once (whoever has the keyboard means it);
+        automated runs never ask. Returns whether the window is closing."""
+        if not (self.kiosk or self.automated):
+            if self.worker.is_recording:
+                q = ("Stop recording and quit?", "A recording is in progress. Quitting stops it and keeps what "
+                     "was recorded so far.")
+            else:
+                q = ("Quit agender?", "Close the live monitor?")
+            if not self.dialogs.confirm(self, q[0], q[1], "Quit"):
+                return False
+            self._quit_confirmed = True
+        return self.close()
 
     def _toggle_panel(self, on: bool) -> None:
         self.panel_scroll.setVisible(on)
@@ -546,7 +680,15 @@ class MainWindow(QMainWindow):
         return time.monotonic() - t0
 
     def closeEvent(self, event) -> None:  # noqa: N802
-        if not self.kiosk and not self.isFullScreen():
+        if (self.worker.is_recording and not (self._quit_confirmed or self._finished or self.kiosk or self.automated)
+                and not self._closing):
+            # the window's close button (or Ctrl+C) while recording: the same question as the keys
+            if not self.dialogs.confirm(self, "Stop recording and quit?", "A recording is in progress. Quitting "
+                                        "stops it and keeps what was recorded so far.", "Quit"):
+                event.ignore()
+                return
+            self._quit_confirmed = True
+        if not self.kiosk and not self.isFullScreen() and not self.automated:
             self.settings.set_geometry(self.saveGeometry())
         self.settings.sync()  # models and overlay were saved when the user changed them
         if self.screenshot_path and not self._finished:

@@ -9,6 +9,7 @@ import importlib
 from pathlib import Path
 
 from PyQt5.QtCore import Qt, pyqtSignal
+from PyQt5.QtGui import QColor, QFont, QPalette
 from PyQt5.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
                              QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
@@ -56,6 +57,34 @@ def device_choices() -> list[str]:
     except Exception:  # noqa: BLE001 - onnxruntime missing providers list: CPU only
         pass
     return out
+
+
+def _luminance(c: QColor) -> float:
+    def lin(v: float) -> float:
+        v /= 255.0
+        return v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * lin(c.red()) + 0.7152 * lin(c.green()) + 0.0722 * lin(c.blue())
+
+
+def contrast_ratio(a: QColor, b: QColor) -> float:
+    """WCAG contrast ratio of two colours (1 … 21; 4.5 is the minimum for body text)."""
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def muted_text(pal: QPalette, min_contrast: float = 7.0) -> QColor:
+    """The text colour moved towards the background, but no further than ``min_contrast``
+    allows: a quieter title that stays readable (a disabled label's grey is not)."""
+    fg, bg = pal.color(QPalette.WindowText), pal.color(QPalette.Window)
+    best = fg
+    for t in (0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1):
+        c = QColor(int(fg.red() + (bg.red() - fg.red()) * t), int(fg.green() + (bg.green() - fg.green()) * t),
+                   int(fg.blue() + (bg.blue() - fg.blue()) * t))
+        if contrast_ratio(c, bg) >= min_contrast:
+            best = c
+            break
+    return best
 
 
 def _set_combo(combo: QComboBox, text: str) -> None:
@@ -183,14 +212,21 @@ class ControlPanel(QWidget):
         g.setHorizontalSpacing(8)
         g.setVerticalSpacing(2)
         self.readouts: dict[str, QLabel] = {}
+        self.readout_titles: dict[str, QLabel] = {}
         # (key, title, row, column, column span of the value)
         cells = (("capture", "Capture", 0, 0, 1), ("process", "Process", 0, 2, 1),
                  ("latency", "Latency", 1, 0, 1), ("faces", "Faces", 1, 2, 1),
                  ("dropped", "Dropped", 2, 0, 1), ("stages", "ms", 3, 0, 3), ("device", "Device", 4, 0, 3))
+        title_pal = QPalette(box.palette())
+        title_pal.setColor(QPalette.WindowText, muted_text(title_pal))  # quieter, still >= 7:1
+        value_font = QFont(box.font())
+        value_font.setBold(True)
         for key, title, r, c, span in cells:
             t = QLabel(title)
-            t.setEnabled(False)  # muted colour
+            t.setPalette(title_pal)
+            self.readout_titles[key] = t
             lbl = QLabel("–")
+            lbl.setFont(value_font)
             lbl.setWordWrap(span > 1)
             lbl.setTextInteractionFlags(Qt.TextSelectableByMouse)
             self.readouts[key] = lbl
@@ -283,6 +319,12 @@ class ControlPanel(QWidget):
         width = max(120, self.source_label.width() or 240)
         self.source_label.setText(fm.elidedText(short, Qt.ElideMiddle, width) + (f"\n{detail}" if detail else ""))
         self.source_label.setToolTip(spec)
+
+    def reset_readouts(self, keep: tuple[str, ...] = ("device",)) -> None:
+        """A new source: its numbers start afresh (``keep``: what does not depend on it)."""
+        for key, lbl in self.readouts.items():
+            if key not in keep:
+                lbl.setText("0" if key == "dropped" else "–")
 
     def set_readout(self, key: str, text: str) -> None:
         lbl = self.readouts.get(key)

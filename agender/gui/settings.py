@@ -34,8 +34,16 @@ def _bool(v, default: bool) -> bool:
 
 
 class Settings:
-    def __init__(self, qsettings: QSettings | None = None):
+    """``read_only``: reads as usual, writes nothing (automated ``--exit-after`` runs must not
+    overwrite what the user's own sessions remembered)."""
+
+    def __init__(self, qsettings: QSettings | None = None, read_only: bool = False):
         self.q = qsettings if qsettings is not None else QSettings(ORG, APP)
+        self.read_only = read_only
+
+    def _set(self, key: str, value) -> None:
+        if not self.read_only:
+            self.q.setValue(key, value)
 
     # -- models -----------------------------------------------------------------------------
     def model_config(self) -> ModelConfig:
@@ -59,7 +67,7 @@ class Settings:
     def set_model_config(self, cfg: ModelConfig) -> None:
         for k, v in asdict(cfg).items():
             key = "models/dir" if k == "models" else f"models/{k}"
-            self.q.setValue(key, "" if v is None else v)
+            self._set(key, "" if v is None else v)
 
     # -- overlay ----------------------------------------------------------------------------
     def overlay(self) -> OverlayOptions:
@@ -70,9 +78,9 @@ class Settings:
         )
 
     def set_overlay(self, o: OverlayOptions) -> None:
-        self.q.setValue("view/landmarks", o.landmarks)
-        self.q.setValue("view/confidence", o.confidence)
-        self.q.setValue("view/privacy", o.privacy)
+        self._set("view/landmarks", o.landmarks)
+        self._set("view/confidence", o.confidence)
+        self._set("view/privacy", o.privacy)
 
     # -- source and player ----------------------------------------------------------------
     @property
@@ -81,7 +89,7 @@ class Settings:
 
     @source.setter
     def source(self, spec: str) -> None:
-        self.q.setValue("source/last", spec)
+        self._set("source/last", spec)
 
     @property
     def loop(self) -> bool:
@@ -89,7 +97,7 @@ class Settings:
 
     @loop.setter
     def loop(self, v: bool) -> None:
-        self.q.setValue("source/loop", bool(v))
+        self._set("source/loop", bool(v))
 
     @property
     def last_dir(self) -> str:
@@ -97,7 +105,7 @@ class Settings:
 
     @last_dir.setter
     def last_dir(self, d: str) -> None:
-        self.q.setValue("source/last_dir", d)
+        self._set("source/last_dir", d)
 
     @property
     def show_panel(self) -> bool:
@@ -105,7 +113,7 @@ class Settings:
 
     @show_panel.setter
     def show_panel(self, v: bool) -> None:
-        self.q.setValue("window/panel", bool(v))
+        self._set("window/panel", bool(v))
 
     # -- window -----------------------------------------------------------------------------
     def geometry(self) -> QByteArray | None:
@@ -113,14 +121,15 @@ class Settings:
         return g if isinstance(g, QByteArray) and not g.isEmpty() else None
 
     def set_geometry(self, g: QByteArray) -> None:
-        self.q.setValue("window/geometry", g)
+        self._set("window/geometry", g)
 
     def window_state(self) -> QByteArray | None:
         g = self.q.value("window/state")
         return g if isinstance(g, QByteArray) and not g.isEmpty() else None
 
     def set_window_state(self, s: QByteArray) -> None:
-        self.q.setValue("window/state", s)
+        self._set("window/state", s)
 
     def sync(self) -> None:
-        self.q.sync()
+        if not self.read_only:
+            self.q.sync()

@@ -33,6 +33,8 @@ class VideoView(QWidget):
         self.idle = False  # kiosk idle screen instead of the picture
         self.idle_painter: Callable[[QPainter, QRect, str], None] | None = None
         self.frames_shown = 0
+        self.recording = False  # paints a red "● REC" badge over the picture (seen in fullscreen too)
+        self.setFocusPolicy(Qt.ClickFocus)  # a click on the video takes the keys back from the panel
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
         return QSize(960, 540)
@@ -70,6 +72,10 @@ class VideoView(QWidget):
 
     def set_banner(self, text: str) -> None:
         self.banner = text
+        self.update()
+
+    def set_recording(self, on: bool) -> None:
+        self.recording = bool(on)
         self.update()
 
     def set_idle(self, idle: bool, message: str = "") -> None:
@@ -110,7 +116,30 @@ class VideoView(QWidget):
             band = QRect(0, self.height() - 40, self.width(), 40)
             p.fillRect(band, QColor(0, 0, 0, 170))
             self._text(p, band, self.banner, 11, QColor(255, 214, 102))
+        if self.recording:
+            self._rec_badge(p)
         p.end()
+
+    def _rec_badge(self, p: QPainter) -> None:
+        """A red dot and a bold "REC" on a dark pill, top left: unmistakable at any size."""
+        f = QFont(p.font())
+        f.setPixelSize(18)
+        f.setBold(True)
+        p.setFont(f)
+        p.setRenderHint(QPainter.Antialiasing)
+        fm = p.fontMetrics()
+        h = fm.height() + 10
+        w = h + fm.horizontalAdvance("REC") + 12
+        pill = QRect(12, 12, w, h)
+        p.setPen(Qt.NoPen)
+        p.setBrush(QColor(0, 0, 0, 180))
+        p.drawRoundedRect(pill, h / 2, h / 2)
+        red = QColor(230, 30, 30)
+        p.setBrush(red)
+        d = h - 14
+        p.drawEllipse(pill.left() + 8, pill.top() + 7, d, d)
+        p.setPen(red)
+        p.drawText(pill.adjusted(h, 0, -8, 0), Qt.AlignVCenter | Qt.AlignLeft, "REC")
 
     @staticmethod
     def _text(p: QPainter, rect: QRect, text: str, pt: int, color: QColor) -> None:
