@@ -92,3 +92,22 @@ def test_installed_models_path_has_no_checkout_folders(installed):
     proc = _agender(installed, "models", "path")
     assert proc.returncode == 0, proc.stderr
     assert "(repository)" not in proc.stdout and str(REPO) not in proc.stdout
+
+
+def test_python_3_10_reads_the_manifests_with_tomli_declared_as_its_dependency():
+    """requires-python says 3.10, which has no tomllib: the store falls back to tomli (a
+    dependency on 3.10 only). Run here by hiding tomllib and handing its twin in as tomli."""
+    import tomllib
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert meta["requires-python"] == ">=3.10"
+    assert any(d.replace(" ", "").startswith("tomli>=") and "python_version<'3.11'" in d.replace(" ", "")
+               for d in meta["dependencies"]), meta["dependencies"]
+    code = ("import sys, tomllib; sys.modules['tomli'] = tomllib; sys.modules['tomllib'] = None\n"
+            "from agender.models import store\n"
+            "assert store.tomllib is sys.modules['tomli']\n"
+            "print(len(store.load_manifest()))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) == 14

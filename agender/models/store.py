@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
-if sys.version_info >= (3, 11):
+try:
     import tomllib
-else:  # Python 3.10: the same parser, from PyPI (a dependency there)
+except ModuleNotFoundError:  # Python 3.10: the same parser from PyPI (a dependency there, see pyproject)
     import tomli as tomllib
 
 from agender.errors import ModelError
