@@ -3,12 +3,15 @@ loaded when its detector is asked for)."""
 from __future__ import annotations
 
 import importlib
+import logging
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from agender.errors import AgenderError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from agender.faces import Faces
@@ -75,11 +78,22 @@ def create_detector(
     name, _, variant = spec.strip().lower().partition(":")
     if name == "auto":
         last: Exception | None = None
+        broken: list[tuple[str, Exception]] = []  # found but unusable: worth one warning each
         for cand in AUTO_ORDER:
             try:
-                return create_detector(cand, models=models, device=device, conf=conf, min_face=min_face)
+                det = create_detector(cand, models=models, device=device, conf=conf, min_face=min_face)
             except AgenderError as exc:
                 last = exc
+                if not getattr(exc, "missing", False):
+                    broken.append((cand, exc))
+                continue
+            for skipped, exc in broken:
+                msg = str(exc)
+                if skipped in models.fetchable_names() and "agender models fetch" not in msg:
+                    msg += f"; run `agender models fetch {skipped}`"
+                log.warning("warning: --detector auto skipped %s: %s; using %s instead (much slower)",
+                            skipped, msg, det.name)
+            return det
         raise last or AgenderError("no face detector available")
     if name not in DETECTORS:
         raise AgenderError(f"unknown detector {spec!r}; choose one of: auto, {', '.join(DETECTORS)}")

@@ -150,6 +150,10 @@ class ModelStore:
             return list(self.manifest)
         return [e for e in self.manifest if e.matches(name)]
 
+    def fetchable_names(self) -> set[str]:
+        """Model names `agender models fetch` knows (without aliases)."""
+        return {e.name for e in self.manifest} | {e.name.split(":")[0] for e in self.manifest}
+
     def entry_for_file(self, file: str) -> ModelEntry | None:
         for e in self.manifest:
             if e.file == file or e.basename == file:
@@ -174,7 +178,7 @@ class ModelStore:
         fetch_hint = f"run `agender models fetch {entry.name.split(':')[0]}`" if entry else "pass --models DIR"
         if path is None:
             where = os.pathsep.join(str(d) for d in self.search_path())
-            raise ModelError(f"model file {file} not found (searched {where}); {fetch_hint}")
+            raise ModelError(f"model file {file} not found (searched {where}); {fetch_hint}", missing=True)
         if path.stat().st_size == 0:
             raise ModelError(f"model file {path} is empty; {fetch_hint}")
         if self.verify and entry is not None and entry.sha256:
