@@ -56,3 +56,140 @@ def test_auto_detector_warns_about_an_empty_yunet_file(user_dirs, caplog):
         assert create_detector("auto", models=ModelStore()).name == "mtcnn"
     (msg,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "empty" in msg and "agender models fetch yunet" in msg
+
+
+# --------------------------------------------------------------------------- names and variants
+
+
+@pytest.mark.parametrize("argv, kind, listed", [
+    (["--estimator", "cydral:foo"], "estimator", "cydral:int8"),
+    (["--estimator", "ssrnet:nosuch"], "estimator", "ssrnet:morph"),
+    (["--estimator", "levi-hassner:x"], "estimator", "levi-hassner"),
+    (["--detector", "haar:nosuch"], "detector", "haar:alt2"),
+    (["--detector", "yunet:big"], "detector", "mtcnn"),
+])
+def test_unknown_variant_is_a_usage_error_listing_the_valid_ones(argv, kind, listed, tmp_path, capsys):
+    from agender.cli.main import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["analyze", *argv, str(tmp_path / "clip.mp4"), "-o", str(tmp_path / "out")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"unknown {kind} {argv[1]!r}" in err and listed in err and "auto" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_gui_options_check_variants_too(capsys):
+    import argparse
+
+    from agender.cli.gui import add_arguments
+
+    p = argparse.ArgumentParser(prog="app.py")
+    add_arguments(p)
+    with pytest.raises(SystemExit) as info:
+        p.parse_args(["--estimator", "cydral:foo"])
+    assert info.value.code == 2 and "cydral:int8" in capsys.readouterr().err
+    assert p.parse_args(["--detector", "MTCNN", "--estimator", "ssrnet:morph2"]).detector == "mtcnn"
+
+
+def test_app_help_lists_every_registered_detector_and_estimator():
+    import subprocess
+    import sys
+
+    from agender.detectors.base import detector_names
+    from agender.estimators.base import estimator_names
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, str(REPO / "app.py"), "--help"], capture_output=True, text=True,
+                          timeout=60, env={**__import__("os").environ, "COLUMNS": "400", "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    d, e = text.index("--detector NAME face detector"), text.index("--estimator NAME[:VARIANT] age")
+    detector, estimator = text[d:e], text[e:text.index("--device DEV", e)]
+    assert all(n in detector for n in detector_names()) and "mtcnn" in detector
+    assert all(n in estimator for n in estimator_names()) and "cydral:int8" in estimator
+
+
+# The CLI names of every model that is fetched: --detector / --estimator and `agender models`
+# must agree on them (`fetch ssrnet:morph` was "unknown model": the manifest said morph2).
+FETCHED = ["yunet", "dnn", "lbp", "ssrnet", "ssrnet:wiki", "ssrnet:imdb", "ssrnet:morph", "levi-hassner"]
+
+
+@pytest.mark.parametrize("name", FETCHED)
+def test_every_cli_model_name_is_a_manifest_name(name):
+    from agender.detectors.base import detector_specs
+    from agender.estimators.base import estimator_specs
+
+    assert name in detector_specs() + estimator_specs()
+    entries = ModelStore().entries(name)
+    assert entries and all(e.name == name or e.name.startswith(name + ":") for e in entries)
+
+
+def test_fetch_takes_the_cli_names_and_the_old_ones(tmp_path, monkeypatch, capsys):
+    from _servers import file_server
+    from agender.cli.main import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with file_server(MODELS) as url:
+        for name in ("ssrnet:morph", "dnn", "opencv-dnn", "ssrnet:morph2"):
+            dest = tmp_path / name.replace(":", "_")
+            assert main(["models", "fetch", name, "--dest", str(dest), "--models-url", url]) == 0, capsys.readouterr().err
+            got = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+            expect = (["ssrnet/morph2_age.h5", "ssrnet/morph_gender.h5"] if "ssrnet" in name
+                      else ["opencv_dnn/opencv_face_detector.pbtxt", "opencv_dnn/opencv_face_detector_uint8.pb"])
+            assert got == expect
+
+
+@pytest.mark.parametrize("action", ["verify", "list"])
+def test_verify_and_list_take_model_names(action, capsys):
+    from agender.cli.main import main
+
+    assert main(["models", action, "ssrnet:morph", "dnn"]) == 0
+    out = capsys.readouterr().out
+    files = {"ssrnet/morph2_age.h5", "ssrnet/morph_gender.h5", "opencv_dnn/opencv_face_detector_uint8.pb",
+             "opencv_dnn/opencv_face_detector.pbtxt"}
+    assert all(f in out for f in files) and "yunet" not in out and "wiki" not in out
+    if action == "verify":
+        assert out.splitlines()[-1] == "4 verified, 0 without checksum, 0 missing, 0 bad"
+    assert main(["models", action, "nosuch"]) == 2
+    assert "unknown model 'nosuch'" in capsys.readouterr().err
+
+
+def test_missing_model_hint_uses_the_cli_name(user_dirs):
+    from agender.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"agender models fetch dnn`"):
+        create_detector("dnn", models=ModelStore())
+
+
+# --------------------------------------------------------------------------- library and CLI edges
+
+
+@pytest.fixture(scope="module")
+def haar_cydral():
+    from agender import Analyzer
+
+    return Analyzer(detector="haar", estimator="cydral", device="cpu")
+
+
+@pytest.mark.parametrize("bad, words", [(None, "frame is None"), ("group.jpg", "not an image"),
+                                        ([[None]], "not an image")])
+def test_analyzer_given_no_image_raises_a_value_error_naming_the_problem(haar_cydral, bad, words):
+    for call in (haar_cydral, haar_cydral.detect, lambda f: haar_cydral.analyze_frames([f])):
+        with pytest.raises(ValueError, match=words) as info:
+            call(bad)
+        assert "\n" not in str(info.value)
+
+
+def test_verbose_is_accepted_after_the_subcommand(tmp_path, capsys):
+    from agender.cli.main import build_parser, main
+
+    p = build_parser()
+    assert p.parse_args(["analyze", "-v", "x.mp4", "-o", "out"]).verbose is True
+    assert p.parse_args(["-v", "analyze", "x.mp4", "-o", "out"]).verbose is True
+    assert p.parse_args(["analyze", "x.mp4", "-o", "out"]).verbose is False
+    assert p.parse_args(["models", "verify", "--verbose"]).verbose is True
+    assert p.parse_args(["bench", "-v", "x.mp4"]).verbose is True
+    # a real run: the input is missing (exit 1), not a usage error (exit 2)
+    assert main(["analyze", "-v", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "out")]) == 1
+    assert "no such file" in capsys.readouterr().err
