@@ -193,3 +193,23 @@ def test_verbose_is_accepted_after_the_subcommand(tmp_path, capsys):
     # a real run: the input is missing (exit 1), not a usage error (exit 2)
     assert main(["analyze", "-v", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "out")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- text files
+
+
+@pytest.mark.parametrize("name", ["README.txt", "notes.nfo", "NOTES"])
+def test_a_text_file_is_not_analysed_as_a_video(name, tmp_path, capsys):
+    from agender.cli.main import main
+    from agender.errors import SourceError
+    from agender.io.sources import VideoSource
+
+    txt = tmp_path / name
+    txt.write_text("Photos in this folder\n\n" + "\n".join(f"photo {i}.jpg  CC BY 2.0" for i in range(40)))
+    with pytest.raises(SourceError, match="not a decodable video"):
+        VideoSource(str(txt))
+    out = tmp_path / "out"
+    assert main(["analyze", str(txt), "-o", str(out), "-q"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and str(txt) in err[0] and "not a decodable video" in err[0]
+    assert not (out / f"{txt.stem}.csv").exists()

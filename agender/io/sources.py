@@ -84,6 +84,7 @@ class VideoSource:
         self.name = Path(self.spec).stem if not is_url(self.spec) else self.spec.rstrip("/").rsplit("/", 1)[-1] or "stream"
         if not is_url(self.spec):
             _check_file(self.spec)
+            _refuse_text_art(self.spec)
         elif self.spec.lower().startswith(("http://", "https://")):
             _check_http(self.spec, open_timeout_s)
         self.open_timeout_s = open_timeout_s
@@ -280,6 +281,30 @@ def _check_file(spec: str) -> None:
         raise SourceError(f"{spec}: permission denied")
     if p.stat().st_size == 0:
         raise SourceError(f"{spec}: empty file (0 bytes)")
+
+
+# FFmpeg "decodes" text files as ANSI art (the tty demuxer takes .txt, .nfo, .asc, ...; bin/xbin/
+# adf/idf are binary text-mode art): a README.txt would be analysed as a few frames of rendered
+# text, with exit status 0. No user means that.
+_TEXT_ART_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+_TEXT_ART_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
+
+
+def _refuse_text_art(spec: str) -> None:
+    """Raise for a file FFmpeg would only read as text art. Files with a video extension are
+    not probed (FFmpeg picks the text demuxers by extension); a failed probe is left to OpenCV."""
+    if Path(spec).suffix.lower() in VIDEO_EXTS:
+        return
+    try:
+        import av
+
+        with av.open(spec) as c:
+            fmt = c.format.name
+            codecs = {s.codec_context.name for s in c.streams.video}
+    except Exception:  # noqa: BLE001 - not our question to answer: OpenCV's open says what is wrong
+        return
+    if fmt in _TEXT_ART_FORMATS or codecs & _TEXT_ART_CODECS:
+        raise SourceError(f"{spec}: not a decodable video/image (a text file; FFmpeg would only draw it as text art)")
 
 
 def _check_http(url: str, timeout_s: float) -> None:
