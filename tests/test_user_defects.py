@@ -213,3 +213,126 @@ def test_a_text_file_is_not_analysed_as_a_video(name, tmp_path, capsys):
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and str(txt) in err[0] and "not a decodable video" in err[0]
     assert not (out / f"{txt.stem}.csv").exists()
+
+
+# --------------------------------------------------------------------------- http: moov at the end
+
+CLIPS = ["walking_and_pause_270p.mp4", "classroom_270p.mp4"]  # both keep their moov after mdat
+
+
+def _frames(src) -> list:
+    try:
+        return [f.image for f in src]
+    finally:
+        src.close()
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """tempfile's folder, private to the test: shows what a download leaves behind."""
+    import tempfile
+
+    d = tmp_path / "tmp"
+    d.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(d))
+    return d
+
+
+def test_both_shared_clips_keep_their_mp4_index_at_the_end():
+    from agender.io.sources import mp4_index_at_end
+    from conftest import VIDEOS
+
+    assert all(mp4_index_at_end((VIDEOS / c).read_bytes()[:65536]) for c in CLIPS)
+    assert not mp4_index_at_end((VIDEOS / "tv_scene_720p.mp4").read_bytes()[:65536])  # moov first
+    assert not mp4_index_at_end(b"\x1aE\xdf\xa3" + bytes(100))  # Matroska: not ours to judge
+
+
+@pytest.mark.parametrize("ranges", [False, True], ids=["no-range-server", "range-server"])
+@pytest.mark.parametrize("clip", CLIPS)
+def test_http_mp4_with_moov_at_the_end_decodes_every_frame(clip, ranges, private_tmp):
+    import numpy as np
+
+    from _servers import file_server
+    from agender.io.sources import VideoSource
+    from conftest import VIDEOS
+
+    local = _frames(VideoSource(str(VIDEOS / clip)))
+    with file_server(VIDEOS, ranges=ranges) as base:
+        src = VideoSource(f"{base}/{clip}", check_length=True)
+        # without byte ranges the file is fetched whole first; with them FFmpeg seeks itself
+        assert (src.local_copy is not None) == (not ranges)
+        copy = src.local_copy
+        remote = _frames(src)
+    assert len(remote) == len(local) > 40
+    assert all(np.array_equal(a, b) for a, b in zip(remote, local))
+    assert list(private_tmp.iterdir()) == []  # the temporary download is gone after close()
+    if copy is not None:
+        assert not copy.exists()
+
+
+def test_http_mp4_with_moov_at_the_end_is_analysed_by_the_cli(tmp_path, private_tmp):
+    import json
+
+    from _servers import file_server
+    from agender.cli.main import main
+    from conftest import VIDEOS
+
+    out = tmp_path / "out"
+    with file_server(VIDEOS) as base:  # Python's own server: no Range support
+        rc = main(["analyze", f"{base}/walking_and_pause_270p.mp4", "-o", str(out), "--estimator", "cydral",
+                   "--max-frames", "5", "-q"])
+    assert rc == 0
+    rec = json.loads((out / "walking_and_pause_270p.json").read_text())
+    assert rec["frames_analysed"] == 5
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_http_mp4_too_big_to_download_says_exactly_why(private_tmp, monkeypatch):
+    from _servers import file_server
+    from agender.errors import SourceError
+    from agender.io.sources import VideoSource
+    from conftest import VIDEOS
+
+    monkeypatch.setenv("AGENDER_DOWNLOAD_LIMIT_MB", "0.05")  # 51 kB: both clips are larger
+    with file_server(VIDEOS) as base, pytest.raises(SourceError) as info:
+        VideoSource(f"{base}/walking_and_pause_270p.mp4")
+    msg = str(info.value)
+    assert "byte ranges" in msg and "moov" in msg and "AGENDER_DOWNLOAD_LIMIT_MB" in msg and "faststart" in msg
+    assert "\n" not in msg and list(private_tmp.iterdir()) == []
+
+
+def test_http_download_that_is_cut_short_leaves_nothing_behind(private_tmp):
+    """A server that announces the whole length but hangs up half-way: a one-line error and no
+    .part file, never a truncated video opened as if whole."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from agender.errors import SourceError
+    from agender.io.sources import VideoSource
+    from conftest import VIDEOS
+
+    data = (VIDEOS / "walking_and_pause_270p.mp4").read_bytes()
+
+    class Cut(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Cut)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(SourceError, match=r"stopped after \d+ of \d+ bytes|failed") as info:
+            VideoSource(f"http://127.0.0.1:{srv.server_address[1]}/clip.mp4", open_timeout_s=5)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert "\n" not in str(info.value) and list(private_tmp.iterdir()) == []
