@@ -140,6 +140,7 @@ def test_fetch_takes_the_cli_names_and_the_old_ones(tmp_path, monkeypatch, capsy
             assert got == expect
 
 
+@pytest.mark.needs_shared  # the files are found through AGENDER_MODELS
 @pytest.mark.parametrize("action", ["verify", "list"])
 def test_verify_and_list_take_model_names(action, capsys):
     from agender.cli.main import main
