@@ -111,3 +111,34 @@ def test_python_3_10_reads_the_manifests_with_tomli_declared_as_its_dependency()
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout) == 14
+
+
+# Standard-library names that Python 3.10 lacks (3.11+), as `module` or `module.attr`.
+_NEW_IN_311 = {"tomllib", "wsgiref.types", "datetime.UTC", "typing.Self", "typing.Never", "typing.LiteralString",
+               "typing.assert_never", "typing.reveal_type", "typing.NotRequired", "typing.Required",
+               "typing.TypeVarTuple", "typing.Unpack", "typing.dataclass_transform", "enum.StrEnum",
+               "enum.ReprEnum", "asyncio.TaskGroup", "asyncio.timeout", "hashlib.file_digest",
+               "contextlib.chdir", "logging.getLevelNamesMapping", "operator.call", "itertools.batched"}
+
+
+def test_sources_parse_as_python_3_10_and_use_3_11_names_only_behind_a_fallback():
+    import ast
+
+    bad = []
+    for path in sorted((REPO / "agender").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path), feature_version=(3, 10))
+        guarded = {id(n) for t in ast.walk(tree) if isinstance(t, ast.Try)
+                   and any(isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+                           for h in t.handlers) for n in ast.walk(t)}
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                names = [f"{node.value.id}.{node.attr}"]
+            for n in names:
+                if n in _NEW_IN_311 and id(node) not in guarded:
+                    bad.append(f"{path.relative_to(REPO)}:{node.lineno}: {n}")
+    assert not bad, bad
