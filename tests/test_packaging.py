@@ -49,9 +49,20 @@ def installed(tmp_path_factory) -> dict:
     exe = py.with_name("agender.exe" if os.name == "nt" else "agender")
     outside = root / "elsewhere"
     outside.mkdir()
-    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"], "AGENDER_MODELS": str(MODELS),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(_dependency_dirs()), "AGENDER_MODELS": str(MODELS),
            "XDG_CACHE_HOME": str(root / "cache"), "AGENDER_CACHE": str(root / "cache")}
     return {"wheel": wheel, "py": py, "exe": exe, "cwd": outside, "env": env, "venv": venv}
+
+
+def _dependency_dirs() -> list[str]:
+    """This interpreter's site-packages folders (the dependencies), never the checkout."""
+    dirs = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    dirs += [p for p in sys.path if p and Path(p).name in ("site-packages", "dist-packages")]
+    out: list[str] = []
+    for d in dirs:
+        if d not in out and Path(d).is_dir() and not Path(d).resolve().is_relative_to(REPO):
+            out.append(d)
+    return out
 
 
 def _agender(installed: dict, *args: str) -> subprocess.CompletedProcess:
