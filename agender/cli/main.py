@@ -30,7 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # subcommand not built yet
             raise
         mod.add_parser(sub)
+    for sp in sub.choices.values():
+        _accept_verbose(sp)
     return p
+
+
+def _accept_verbose(p: argparse.ArgumentParser) -> None:
+    """``-v`` anywhere: ``agender -v analyze …`` and ``agender analyze -v …`` (and after a
+    ``models`` action). SUPPRESS keeps a subparser from resetting a ``-v`` given before it."""
+    if "-v" not in p._option_string_actions:
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _accept_verbose(child)
 
 
 def main(argv: list[str] | None = None) -> int:

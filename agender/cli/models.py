@@ -7,12 +7,11 @@ and :mod:`agender.models.fetch` (how they are downloaded). Exit status: 0 ok, 1 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from agender.models.fetch import MODELS_URL_ENV, TIMEOUT_ENV, FetchResult, fetch_all
-from agender.models.store import MODEL_FOLDERS, ModelEntry, ModelStore, sha256_file, user_models_dir
+from agender.models.store import ModelEntry, ModelStore, sha256_file, user_models_dir
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -28,7 +27,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.set_defaults(func=run, action=None)
     sub = p.add_subparsers(dest="action", metavar="ACTION")
 
-    sub.add_parser("list", parents=[common], help="table of model files and where they were found")
+    names_help = "only these models (the --detector/--estimator names, e.g. yunet, ssrnet:morph; default: all)"
+    ls = sub.add_parser("list", parents=[common], help="table of model files and where they were found")
+    ls.add_argument("names", nargs="*", metavar="NAME", help=names_help)
     f = sub.add_parser("fetch", parents=[common], help="download model files (default: all missing ones)",
                        description="Download model files from the manifest's upstream URLs (or a mirror) "
                                    "and check their sha256.")
@@ -41,7 +42,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     f.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
                    help=f"network timeout per connect/read (env {TIMEOUT_ENV}, default 30)")
     f.add_argument("--force", action="store_true", help="download even if a verified copy is at the destination")
-    sub.add_parser("verify", parents=[common], help="check the sha256 of every model file found")
+    v = sub.add_parser("verify", parents=[common], help="check the sha256 of every model file found")
+    v.add_argument("names", nargs="*", metavar="NAME", help=names_help)
     sub.add_parser("path", parents=[common], help="print the model search path, one directory per line")
     p.set_defaults(_models_parser=p)
     return p
@@ -91,16 +93,36 @@ def _bundled_rows() -> list[tuple[str, ...]]:
             row("haar", "OpenCV (BSD-style)", haar)]
 
 
+def _selected(store: ModelStore, names: list[str]) -> list[ModelEntry] | None:
+    """The manifest files ``names`` select (all without names); None after printing a usage
+    error for an unknown name."""
+    if not names:
+        return store.entries()
+    wanted: list[ModelEntry] = []
+    for n in names:
+        hits = store.entries() if n == "all" else store.entries(n)
+        if not hits:
+            print(f"agender: error: unknown model {n!r}; choose from {', '.join(_choices(store))}",
+                  file=sys.stderr)
+            return None
+        wanted += [e for e in hits if e not in wanted]
+    return wanted
+
+
 def _list(store: ModelStore, args: argparse.Namespace) -> int:
+    entries = _selected(store, getattr(args, "names", []))
+    if entries is None:
+        return 2
     rows = [("NAME", "FILE", "SIZE", "LICENSE", "FOUND", "VERIFIED")]
-    for e in store.entries():
+    for e in entries:
         path = store.find(e.file)
         if path is None:
             size = _human(e.size) if e.size else "-"
             rows.append((e.name, e.file, size, e.license or "-", "missing", "-"))
             continue
         rows.append((e.name, e.file, _human(path.stat().st_size), e.license or "-", str(path), _check(e, path)[0]))
-    rows += _bundled_rows()
+    if not getattr(args, "names", []):
+        rows += _bundled_rows()
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
@@ -110,14 +132,9 @@ def _list(store: ModelStore, args: argparse.Namespace) -> int:
 def _fetch(store: ModelStore, args: argparse.Namespace) -> int:
     names = args.names
     if names:
-        wanted: list[ModelEntry] = []
-        for n in names:
-            hits = store.entries() if n == "all" else store.entries(n)
-            if not hits:
-                print(f"agender: error: unknown model {n!r}; choose from {', '.join(_choices(store))}",
-                      file=sys.stderr)
-                return 2
-            wanted += [e for e in hits if e not in wanted]
+        wanted = _selected(store, names)
+        if wanted is None:
+            return 2
     else:  # everything the search path lacks (or holds a bad copy of)
         wanted = [e for e in store.entries() if _check(e, store.find(e.file))[0] not in ("yes", "unverified")]
         if not wanted:
@@ -148,8 +165,11 @@ def _fetch(store: ModelStore, args: argparse.Namespace) -> int:
 
 
 def _verify(store: ModelStore, args: argparse.Namespace) -> int:
+    entries = _selected(store, getattr(args, "names", []))
+    if entries is None:
+        return 2
     counts = {"yes": 0, "unverified": 0, "missing": 0, "BAD": 0}
-    for e in store.entries():
+    for e in entries:
         path = store.find(e.file)
         state, detail = _check(e, path)
         counts[state] += 1
@@ -168,10 +188,7 @@ def _verify(store: ModelStore, args: argparse.Namespace) -> int:
 
 
 def _path(store: ModelStore, args: argparse.Namespace) -> int:
-    env = [p for p in os.environ.get("AGENDER_MODELS", "").split(os.pathsep) if p]
-    labels = ["--models"] * len(store.explicit) + ["AGENDER_MODELS"] * len(env) + ["user models dir, fetch default"] \
-        + ["repository"] * len(MODEL_FOLDERS)
-    for d, label in zip(store.search_path(), labels):
+    for d, label in store.search_path_labeled():
         print(f"{'exists' if d.is_dir() else 'missing':8} {d}  ({label})")
     return 0
 

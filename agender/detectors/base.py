@@ -3,12 +3,15 @@ loaded when its detector is asked for)."""
 from __future__ import annotations
 
 import importlib
+import logging
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from agender.errors import AgenderError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from agender.faces import Faces
@@ -45,8 +48,37 @@ DETECTORS = MappingProxyType(
 AUTO_ORDER = ("yunet", "mtcnn", "haar")
 
 
+# name -> (variants to show, hidden aliases): what ``name:variant`` may say. Checked before
+# anything is loaded, so a typo is a usage error naming the valid choices.
+DETECTOR_VARIANTS = MappingProxyType(
+    {"haar": (("alt", "alt2"), ("default",)), "lbp": ((), ()), "dnn": ((), ()), "yunet": ((), ()), "mtcnn": ((), ())}
+)
+
+
 def detector_names() -> list[str]:
     return list(DETECTORS)
+
+
+def detector_specs() -> list[str]:
+    """Every valid ``--detector`` value but ``auto``: ``yunet``, ``haar:alt``, ..."""
+    return [s for n in DETECTORS for s in (n, *(f"{n}:{v}" for v in DETECTOR_VARIANTS.get(n, ((), ()))[0]))]
+
+
+def check_spec(kind: str, spec: str, registry, variants, extra: tuple[str, ...] = ("auto",)) -> str:
+    """``spec`` normalised (``"Haar:Alt"`` → ``"haar:alt"``), or an :class:`AgenderError` whose
+    one line lists every valid choice."""
+    text = spec.strip().lower()
+    name, colon, variant = text.partition(":")
+    shown, hidden = variants.get(name, ((), ()))
+    ok = (text in extra) or (name in registry and (not colon or variant in shown or variant in hidden))
+    if not ok:
+        choices = [*(e for e in extra if e == "auto"), *(s for n in registry for s in (n, *(f"{n}:{v}" for v in variants.get(n, ((), ()))[0])))]
+        raise AgenderError(f"unknown {kind} {spec.strip()!r}; choose one of: {', '.join(choices)}")
+    return text
+
+
+def check_detector(spec: str) -> str:
+    return check_spec("detector", spec, DETECTORS, DETECTOR_VARIANTS)
 
 
 def _load_class(name: str) -> Any:
@@ -75,14 +107,24 @@ def create_detector(
     name, _, variant = spec.strip().lower().partition(":")
     if name == "auto":
         last: Exception | None = None
+        broken: list[tuple[str, Exception]] = []  # found but unusable: worth one warning each
         for cand in AUTO_ORDER:
             try:
-                return create_detector(cand, models=models, device=device, conf=conf, min_face=min_face)
+                det = create_detector(cand, models=models, device=device, conf=conf, min_face=min_face)
             except AgenderError as exc:
                 last = exc
+                if not getattr(exc, "missing", False):
+                    broken.append((cand, exc))
+                continue
+            for skipped, exc in broken:
+                msg = str(exc)
+                if skipped in models.fetchable_names() and "agender models fetch" not in msg:
+                    msg += f"; run `agender models fetch {skipped}`"
+                log.warning("warning: --detector auto skipped %s: %s; using %s instead (much slower)",
+                            skipped, msg, det.name)
+            return det
         raise last or AgenderError("no face detector available")
-    if name not in DETECTORS:
-        raise AgenderError(f"unknown detector {spec!r}; choose one of: auto, {', '.join(DETECTORS)}")
+    check_detector(spec)
     kwargs: dict[str, Any] = {"models": models, "device": device}
     if variant:
         kwargs["variant"] = variant

@@ -44,8 +44,27 @@ ESTIMATORS = MappingProxyType(
 DEFAULT_ESTIMATOR = "cydral:int8"
 
 
+# name -> (variants to show, hidden aliases). "cydral" alone is the float nets (= fp32 = v1).
+ESTIMATOR_VARIANTS = MappingProxyType(
+    {"cydral": (("int8", "fp32"), ("v1",)), "ssrnet": (("wiki", "imdb", "morph"), ("morph2",)),
+     "levi-hassner": ((), ())}
+)
+
+
 def estimator_names() -> list[str]:
     return list(ESTIMATORS)
+
+
+def estimator_specs() -> list[str]:
+    """Every valid ``--estimator`` value but ``auto``: ``cydral:int8``, ``ssrnet:morph``, ..."""
+    return [s for n in ESTIMATORS for s in (n, *(f"{n}:{v}" for v in ESTIMATOR_VARIANTS.get(n, ((), ()))[0]))]
+
+
+def check_estimator(spec: str) -> str:
+    """``spec`` normalised, or an AgenderError listing every valid estimator (one line)."""
+    from agender.detectors.base import check_spec
+
+    return check_spec("estimator", spec, ESTIMATORS, ESTIMATOR_VARIANTS, extra=("auto", "default", ""))
 
 
 def create_estimator(
@@ -59,8 +78,7 @@ def create_estimator(
     name, _, variant = spec.strip().lower().partition(":")
     if name in ("", "auto", "default"):
         name, _, variant = DEFAULT_ESTIMATOR.partition(":")
-    if name not in ESTIMATORS:
-        raise AgenderError(f"unknown estimator {spec!r}; choose one of: {', '.join(ESTIMATORS)}")
+    check_estimator(spec)
     module, _, cls = ESTIMATORS[name].partition(":")
     klass: Any = getattr(importlib.import_module(module), cls)
     kwargs: dict[str, Any] = {"models": models or ModelStore(), "device": device}

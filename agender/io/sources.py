@@ -7,6 +7,7 @@ loop consume the same iterator.
 """
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -19,6 +20,8 @@ import cv2
 import numpy as np
 
 from agender.errors import SourceError
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".gif"}
@@ -82,16 +85,28 @@ class VideoSource:
                  rate: float | None = None, check_length: bool = False):
         self.spec = str(spec)
         self.name = Path(self.spec).stem if not is_url(self.spec) else self.spec.rstrip("/").rsplit("/", 1)[-1] or "stream"
+        self.local_copy: Path | None = None  # an http(s) file that had to be downloaded first
+        self._cleanup = None
         if not is_url(self.spec):
             _check_file(self.spec)
+            _refuse_text_art(self.spec)
         elif self.spec.lower().startswith(("http://", "https://")):
-            _check_http(self.spec, open_timeout_s)
+            seekable, length, head = _check_http(self.spec, open_timeout_s)
+            if not seekable and mp4_index_at_end(head):
+                self.local_copy = download_to_temp(self.spec, length, open_timeout_s)
+                import shutil
+                import weakref
+
+                # removed on close(), or when this source is garbage-collected, or at exit
+                self._cleanup = weakref.finalize(self, shutil.rmtree, self.local_copy.parent, True)
         self.open_timeout_s = open_timeout_s
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(open_timeout_s * 1000)]
-        self.cap = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, params)
+        self.cap = cv2.VideoCapture(str(self.local_copy or self.spec), cv2.CAP_FFMPEG, params)
         if not self.cap.isOpened():
             self.cap.release()
+            if self._cleanup is not None:
+                self._cleanup()
             raise SourceError(f"{self.spec}: cannot open as video ({_why_not_video(self.spec, open_timeout_s)})")
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS)) or 25.0
         if not (0 < self.fps < 1000):
@@ -165,6 +180,8 @@ class VideoSource:
 
     def close(self) -> None:
         self.cap.release()
+        if self._cleanup is not None:
+            self._cleanup()
 
 
 class CameraSource:
@@ -282,17 +299,52 @@ def _check_file(spec: str) -> None:
         raise SourceError(f"{spec}: empty file (0 bytes)")
 
 
-def _check_http(url: str, timeout_s: float) -> None:
+# FFmpeg "decodes" text files as ANSI art (the tty demuxer takes .txt, .nfo, .asc, ...; bin/xbin/
+# adf/idf are binary text-mode art): a README.txt would be analysed as a few frames of rendered
+# text, with exit status 0. No user means that.
+_TEXT_ART_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+_TEXT_ART_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
+
+
+def _refuse_text_art(spec: str) -> None:
+    """Raise for a file FFmpeg would only read as text art. Files with a video extension are
+    not probed (FFmpeg picks the text demuxers by extension); a failed probe is left to OpenCV."""
+    if Path(spec).suffix.lower() in VIDEO_EXTS:
+        return
+    try:
+        import av
+
+        with av.open(spec) as c:
+            fmt = c.format.name
+            codecs = {s.codec_context.name for s in c.streams.video}
+    except Exception:  # noqa: BLE001 - not our question to answer: OpenCV's open says what is wrong
+        return
+    if fmt in _TEXT_ART_FORMATS or codecs & _TEXT_ART_CODECS:
+        raise SourceError(f"{spec}: not a decodable video/image (a text file; FFmpeg would only draw it as text art)")
+
+
+_HEAD_BYTES = 1 << 16
+DOWNLOAD_LIMIT_ENV = "AGENDER_DOWNLOAD_LIMIT_MB"
+DEFAULT_DOWNLOAD_LIMIT_MB = 2048
+
+
+def _check_http(url: str, timeout_s: float) -> tuple[bool, int | None, bytes]:
     """Ask the server first, so 404 / refused / silent servers get their own one-line reason
-    (FFmpeg would only say "cannot open")."""
+    (FFmpeg would only say "cannot open"). Returns (seekable, length, first bytes): seekable
+    when the server answers a byte range (206); otherwise the file's first 64 KiB, enough to
+    see where an MP4 keeps its index."""
     import socket
     import urllib.error
     import urllib.request
 
     req = urllib.request.Request(url, headers={"Range": "bytes=0-0", "User-Agent": "agender"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s):
-            pass
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            if resp.status == 206:
+                total = (resp.headers.get("Content-Range") or "").rpartition("/")[2]
+                return True, int(total) if total.isdigit() else None, b""
+            length = resp.headers.get("Content-Length") or ""
+            return False, int(length) if length.isdigit() else None, resp.read(_HEAD_BYTES)
     except urllib.error.HTTPError as exc:
         raise SourceError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (socket.timeout, TimeoutError):
@@ -306,6 +358,98 @@ def _check_http(url: str, timeout_s: float) -> None:
         raise SourceError(f"{url}: cannot connect ({getattr(reason, 'strerror', None) or reason})") from None
     except OSError as exc:
         raise SourceError(f"{url}: cannot connect ({exc.strerror or exc})") from None
+
+
+def mp4_index_at_end(head: bytes) -> bool:
+    """True for an MP4/MOV whose ``moov`` box (the index) comes after its ``mdat`` (the media):
+    FFmpeg must seek to the end to read it, which a server without byte ranges cannot do.
+    ``head``: the file's first bytes (top-level box headers are read until moov or mdat)."""
+    pos = 0
+    while pos + 8 <= len(head):
+        size = int.from_bytes(head[pos:pos + 4], "big")
+        kind = head[pos + 4:pos + 8]
+        if pos == 0 and kind != b"ftyp":
+            return False  # not ISO-BMFF
+        if kind == b"moov":
+            return False
+        if kind == b"mdat":
+            return True
+        if size == 1:  # 64-bit size follows
+            if pos + 16 > len(head):
+                return False
+            size = int.from_bytes(head[pos + 8:pos + 16], "big")
+        if size < 8:  # 0 = "to the end of the file", or garbage
+            return False
+        pos += size
+    return False
+
+
+def download_limit_bytes() -> int:
+    env = os.environ.get(DOWNLOAD_LIMIT_ENV)
+    try:
+        mb = float(env) if env else DEFAULT_DOWNLOAD_LIMIT_MB
+    except ValueError:
+        raise SourceError(f"{DOWNLOAD_LIMIT_ENV}={env!r} is not a number of megabytes") from None
+    return int(mb * 1024 * 1024)
+
+
+def download_to_temp(url: str, length: int | None, timeout_s: float) -> Path:
+    """Download ``url`` into a fresh temporary folder; returns the file (the caller removes the
+    folder). Bounded by ``$AGENDER_DOWNLOAD_LIMIT_MB`` (default 2048); written to ``.part`` and
+    renamed only when complete, so a partial download is never opened as the video."""
+    import shutil
+    import socket
+    import tempfile
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    import http.client
+
+    limit = download_limit_bytes()
+    why = "the server cannot serve byte ranges and this MP4 keeps its index (moov atom) at the end"
+    fix = f"download it yourself, raise {DOWNLOAD_LIMIT_ENV}, or re-encode it with ffmpeg -movflags +faststart"
+    mb = 1024 * 1024
+    if length is not None and length > limit:
+        raise SourceError(f"{url}: {why}, so it must be downloaded first, and it is {length / mb:.0f} MB, "
+                          f"over the {limit / mb:.0f} MB limit; {fix}")
+    log.info("%s: %s: downloading it to a temporary file first%s", url, why,
+             f" ({length / mb:.1f} MB)" if length is not None else "")
+    folder = Path(tempfile.mkdtemp(prefix="agender-http-"))
+    name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name or "stream.mp4"
+    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:120] or "stream.mp4"
+    final, part = folder / name, folder / (name + ".part")
+    got = 0
+    try:
+        req = urllib.request.Request(url, headers={"User-Agent": "agender"})
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp, open(part, "wb") as out:
+            while True:
+                chunk = resp.read(1 << 20)
+                if not chunk:
+                    break
+                got += len(chunk)
+                if got > limit:
+                    raise SourceError(f"{url}: {why}, so it must be downloaded first, and it is over the "
+                                      f"{limit / mb:.0f} MB limit; {fix}")
+                out.write(chunk)
+        if length is not None and got < length:
+            raise SourceError(f"{url}: download of the whole file (needed: {why}) stopped after {got} of "
+                              f"{length} bytes (connection dropped)")
+        os.replace(part, final)
+    except SourceError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    except (socket.timeout, TimeoutError):
+        shutil.rmtree(folder, ignore_errors=True)
+        raise SourceError(f"{url}: download (needed: {why}) timed out after {timeout_s:g} s without data") from None
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+        raise SourceError(f"{url}: download (needed: {why}) failed ({reason})") from None
+    except BaseException:  # Ctrl-C mid-download: leave nothing behind
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return final
 
 
 def _why_not_video(spec: str, timeout_s: float = 5.0) -> str:
