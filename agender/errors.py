@@ -22,3 +22,26 @@ class SourceError(AgenderError):
 
 class FetchError(AgenderError):
     """A model download failed (offline, HTTP error, checksum mismatch)."""
+
+
+class OutputError(AgenderError):
+    """An output file cannot be written (disk full, read-only folder, no permission, …).
+
+    ``str()`` names the file and the OS's reason: ``cannot write OUT/.clip.csv.partial: No
+    space left on device``; the runner puts the input in front.
+    """
+
+    def __init__(self, path, exc: OSError | str):
+        self.path = path
+        self.errno = getattr(exc, "errno", None)
+        reason = exc if isinstance(exc, str) else (exc.strerror or str(exc))
+        super().__init__(f"cannot write {path}: {reason}")
+
+
+class OutputBusy(AgenderError):
+    """Another process holds the output lock of this input."""
+
+    def __init__(self, path, pid: int | None):
+        self.path, self.pid = path, pid
+        who = f" (pid {pid})" if pid else ""
+        super().__init__(f"output {path} is being written by another agender run{who}")
