@@ -41,11 +41,13 @@ an input with any non-resumable sink or stage restarts from frame 0 instead of r
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
 import math
 import os
+import re
 import time
 from types import SimpleNamespace
 from dataclasses import asdict, dataclass, field
@@ -180,6 +182,12 @@ def describe_changes(old: dict | None, new: dict) -> list[str]:
             continue
         if part == "input":
             out.append("input")
+        elif part == "stages" and isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                if k not in a or k not in b:
+                    out.append(f"{k} {'on → off' if k in a else 'off → on'}")
+                elif a[k] != b[k]:
+                    out.append(f"{k} {_short(a[k])} → {_short(b[k])}")
         elif isinstance(a, dict) and isinstance(b, dict):
             out += [f"{k} {_short(a.get(k))} → {_short(b.get(k))}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         else:
@@ -195,6 +203,19 @@ def _input_change(old: dict | None, new: dict, spec: str) -> str:
     if a.get("path") != b.get("path"):
         return f"another input ({a.get('path')})"
     return f"an earlier version of {spec} (its size, time or first MiB changed)"
+
+
+def remove_stale_temps(paths: Iterable[Path]) -> None:
+    """Delete the temp files a killed run left beside ``paths`` (``atomic_write_bytes`` names them
+    ``.<name>.XXXXXXXX.tmp``). Only under this input's lock: they are nobody else's."""
+    for p in paths:
+        pat = re.compile(rf"\.{re.escape(p.name)}\.[a-z0-9_]{{8}}\.tmp")
+        try:
+            stale = [q for q in p.parent.glob(f".{glob.escape(p.name)}.*.tmp") if pat.fullmatch(q.name)]
+        except OSError:
+            continue
+        for q in stale:
+            remove_quietly(q)
 
 
 def _sink_paths(sink) -> list[Path]:
@@ -355,6 +376,8 @@ class Runner:
             if verdict == "skip":
                 if ckpt_path.exists():
                     remove_quietly(ckpt_path)  # left by a run killed after its sidecar was written
+                if not cannot_write:
+                    remove_stale_temps([table, sidecar, ckpt_path])
                 failed = [tuple(x) for x in rec.get("failed_files", [])]
                 return InputResult(item, "skipped", outputs=[table, sidecar], failed_files=failed)
             if verdict == "refuse":
@@ -383,6 +406,7 @@ class Runner:
         except AgenderError as exc:
             return InputResult(item, "failed", f"{item.spec}: {exc}")
 
+        remove_stale_temps([sidecar, ckpt_path, *(p for s in sinks for p in _sink_paths(s))])
         live = item.is_live
         can_resume = (not live and all(getattr(s, "resumable", False) and hasattr(s, "checkpoint") for s in sinks)
                       and all(getattr(st, "resumable", False) for st in stages))

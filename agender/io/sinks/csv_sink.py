@@ -31,7 +31,16 @@ class CsvSink(PartialFileSink):
     def _csv(self, rows) -> bytes:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerows(["" if v is None else spreadsheet_safe(v) for v in row] for row in rows)
+        quoted = None
+        for row in rows:
+            cells = ["" if v is None else spreadsheet_safe(v) for v in row]
+            if any(isinstance(v, str) and "\r" in v for v in cells):
+                # Python < 3.12 leaves a lone CR unquoted (it is not in the line terminator),
+                # which splits the row for every reader: quote this row's text cells
+                quoted = quoted or csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
+                quoted.writerow(cells)
+            else:
+                w.writerow(cells)
         return buf.getvalue().encode("utf-8")
 
     def header(self) -> bytes:
