@@ -353,7 +353,9 @@ class Runner:
         table = self.table_path(item)
         if rec.get("fingerprint") != self.fingerprint(item, stages, desc):
             old = rec.get("run")
-            if isinstance(old, dict) and old.get("input") != desc["input"]:
+            if not isinstance(old, dict):
+                what = "was made by an older agender (its settings are not recorded)"
+            elif old.get("input") != desc["input"]:
                 what = f"was made from {_input_change(old, desc, item.spec)}"
             else:
                 what = f"was made with other settings ({'; '.join(describe_changes(old, desc)[:4])})"
