@@ -49,9 +49,9 @@ import math
 import os
 import re
 import time
-from types import SimpleNamespace
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -189,7 +189,8 @@ def describe_changes(old: dict | None, new: dict) -> list[str]:
                 elif a[k] != b[k]:
                     out.append(f"{k} {_short(a[k])} → {_short(b[k])}")
         elif isinstance(a, dict) and isinstance(b, dict):
-            out += [f"{k} {_short(a.get(k))} → {_short(b.get(k))}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            out += [f"{k} {_short(a.get(k))} → {_short(b.get(k))}"
+                    for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         else:
             out.append(f"{part} {_short(a)} → {_short(b)}")
     return out

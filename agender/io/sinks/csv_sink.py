@@ -4,8 +4,9 @@ Columns: ``frame,time_s,face,x1,y1,x2,y2,det_conf,age,age_std,gender,p_male`` fo
 ``file,face,…`` for images, plus any extra columns asked for (the tracker's ``face_id,…``).
 Unknown values are empty cells, never a dropped row. Text cells that a spreadsheet would run as
 a formula (starting with ``= + - @``, tab or CR: a file named ``=cmd|' /C calc'!A0.jpg``) get a
-``'`` in front (:func:`~agender.io.sinks.table.spreadsheet_safe`); numbers are never changed. Written to a partial file and renamed on
-close; resumable at checkpoints (see :mod:`agender.io.sinks.table`).
+``'`` in front (:func:`~agender.io.sinks.table.spreadsheet_safe`); numbers are never changed.
+Written to a partial file and renamed on close; resumable at checkpoints (see
+:mod:`agender.io.sinks.table`).
 """
 from __future__ import annotations
 
