@@ -66,7 +66,7 @@ def wait_for(pred, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 # --------------------------------------------------------------------------- one writer
 def test_two_runs_into_one_folder_at_once_the_second_is_refused_in_one_line_and_the_first_is_unaffected(tmp_path):
-    opts = ["--max-frames", "160", "--fps", "8", "--detect-width", "320", "--group-frames", "4",
+    opts = ["--max-frames", "240", "--fps", "8", "--detect-width", "320", "--group-frames", "4",
             "--checkpoint-every", "0", "-q"]
     args = [str(TV), *opts]
     out, ref = tmp_path / "out", tmp_path / "ref"
@@ -93,8 +93,25 @@ def test_two_runs_into_one_folder_at_once_the_second_is_refused_in_one_line_and_
     table = rows(out / "tv_scene_720p.csv")
     assert {len(r) for r in table} == {len(table[0])}
     rec = sidecar(out / "tv_scene_720p.json")
-    assert rec["complete"] and rec["frames_analysed"] == 160
+    assert rec["complete"] and rec["frames_analysed"] == 240
     assert leftovers(out) == []
+
+
+def test_the_output_lock_refuses_a_second_holder_with_the_first_ones_pid_and_is_gone_after_release(tmp_path):
+    from agender.errors import OutputBusy
+    from agender.io.outlock import OutputLock
+
+    path = tmp_path / ".clip.lock"
+    first = OutputLock(path, output=tmp_path / "clip.csv")
+    first.acquire()
+    with pytest.raises(OutputBusy) as exc:
+        OutputLock(path, output=tmp_path / "clip.csv").acquire()  # its own open file: flock says taken
+    assert exc.value.pid == os.getpid()
+    assert str(exc.value) == f"output {tmp_path / 'clip.csv'} is being written by another agender run (pid {os.getpid()})"
+    first.release()
+    assert not path.exists()
+    with OutputLock(path):
+        assert path.read_text().strip() == str(os.getpid())
 
 
 def test_a_run_killed_with_sigkill_leaves_no_lock_that_blocks_the_next_run(tmp_path):

@@ -13,11 +13,15 @@ which was deleted meanwhile (its inode is no longer the one at the path) tries a
 """
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import time
 from pathlib import Path
 
 from agender.errors import OutputBusy
+
+log = logging.getLogger("agender.outlock")
 
 try:
     import fcntl
@@ -26,12 +30,21 @@ except ImportError:  # pragma: no cover - Windows
     import msvcrt
 
 
-def _try_lock(fd: int) -> bool:
+# a filesystem without locks (some network mounts): run unguarded rather than not at all
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+
+
+def _try_lock(fd: int, path: Path) -> bool:
     if fcntl is not None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (BlockingIOError, PermissionError):
             return False
+        except OSError as exc:
+            if exc.errno not in _NO_LOCKS:
+                raise
+            log.warning("%s: this filesystem has no file locks (%s); another run into this folder "
+                        "would not be noticed", path, exc.strerror)
         return True
     try:  # pragma: no cover - Windows
         msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
@@ -66,7 +79,7 @@ class OutputLock:
         for _ in range(50):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                if not _try_lock(fd):
+                if not _try_lock(fd, self.path):
                     raise OutputBusy(self.output, _read_pid(self.path))
                 try:
                     st = os.stat(self.path)
