@@ -287,7 +287,9 @@ class Runner:
             "input": input_identity(item),
             "models": models,
             "options": {k: getattr(o, k) for k in ("fps", "max_frames", "start_s", "end_s", "no_detect", "format",
-                                                  "group_frames", "extra_columns")},
+                                                  "group_frames", "extra_columns")
+                        # an image set has no time and no frame limit: those options do not change it
+                        if not (item.kind == "images" and k in ("fps", "max_frames", "start_s", "end_s"))},
             "stages": {getattr(s, "name", type(s).__name__): getattr(s, "fingerprint", "") for s in stages},
             "version": __version__,
         }, default=str))

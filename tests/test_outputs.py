@@ -230,6 +230,16 @@ def test_a_rerun_that_adds_an_export_produces_it_and_an_identical_rerun_is_skipp
     assert (tmp_path / "walking_and_pause_270p.json").read_text() == rec
 
 
+def test_video_only_options_do_not_make_a_finished_image_set_look_different(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="agender")
+    assert main(["analyze", str(FACE), "-o", str(tmp_path), "--fps", "8", "--max-frames", "5", "-q"]) == 0
+    rec = (tmp_path / "images.json").read_text()
+    caplog.clear()
+    assert main(["analyze", str(FACE), "-o", str(tmp_path)]) == 0
+    assert "already done" in caplog.text
+    assert (tmp_path / "images.json").read_text() == rec
+
+
 @pytest.mark.parametrize("other, change", [(["--detector", "haar", "--no-track"], "detector "),
                                            (["--estimator", "ssrnet"], "estimator ")])
 def test_a_rerun_with_other_settings_is_refused_in_one_line_naming_overwrite(tmp_path, capsys, other, change):
