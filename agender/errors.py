@@ -24,18 +24,22 @@ class FetchError(AgenderError):
     """A model download failed (offline, HTTP error, checksum mismatch)."""
 
 
-class OutputError(AgenderError):
+class OutputError(AgenderError, OSError):
     """An output file cannot be written (disk full, read-only folder, no permission, …).
 
     ``str()`` names the file and the OS's reason: ``cannot write OUT/.clip.csv.partial: No
-    space left on device``; the runner puts the input in front.
+    space left on device``; the runner puts the input in front. Also an :class:`OSError`
+    (``errno``, ``strerror``, ``filename`` = the file), so ``except OSError`` still catches it.
     """
 
     def __init__(self, path, exc: OSError | str):
-        self.path = path
-        self.errno = getattr(exc, "errno", None)
         reason = exc if isinstance(exc, str) else (exc.strerror or str(exc))
-        super().__init__(f"cannot write {path}: {reason}")
+        OSError.__init__(self, getattr(exc, "errno", None), reason, str(path))
+        self.path = path
+        self.message = f"cannot write {path}: {reason}"
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class OutputBusy(AgenderError):
