@@ -31,3 +31,30 @@ class SourceError(AgenderError):
 
 class FetchError(AgenderError):
     """A model download failed (offline, HTTP error, checksum mismatch)."""
+
+
+class OutputError(AgenderError, OSError):
+    """An output file cannot be written (disk full, read-only folder, no permission, …).
+
+    ``str()`` names the file and the OS's reason: ``cannot write OUT/.clip.csv.partial: No
+    space left on device``; the runner puts the input in front. Also an :class:`OSError`
+    (``errno``, ``strerror``, ``filename`` = the file), so ``except OSError`` still catches it.
+    """
+
+    def __init__(self, path, exc: OSError | str):
+        reason = exc if isinstance(exc, str) else (exc.strerror or str(exc))
+        OSError.__init__(self, getattr(exc, "errno", None), reason, str(path))
+        self.path = path
+        self.message = f"cannot write {path}: {reason}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class OutputBusy(AgenderError):
+    """Another process holds the output lock of this input."""
+
+    def __init__(self, path, pid: int | None):
+        self.path, self.pid = path, pid
+        who = f" (pid {pid})" if pid else ""
+        super().__init__(f"output {path} is being written by another agender run{who}")

@@ -12,8 +12,9 @@ When tracking is on (the default for videos, streams and cameras; off for image 
 ``--no-detect``) every frame passes through :class:`~agender.tracked_analyzer.TrackingStage`,
 the table gets the ``face_id,track_conf,age_avg,p_male_avg,gender_avg`` columns (the stage's
 ``columns``, which the runner appends for that input only) and
-``<name>.tracks.csv`` is written. Output names: ``<name>.annotated.mp4``, ``<name>.ass``,
-``<name>.chips.tar`` + ``<name>.chips.tsv``, ``<name>.tracks.csv``.
+``<name>.tracks.csv`` is written (``<name>.tracks.jsonl`` with ``format="jsonl"``). Output
+names: ``<name>.annotated.mp4``, ``<name>.ass``, ``<name>.chips.tar`` + ``<name>.chips.tsv``
+(trifle/face's layout, TSV whatever the format), ``<name>.tracks.csv``/``.jsonl``.
 
 Resume: the tracking stage checkpoints its state with the runner, and the tracks file is
 resumable, so a tracked run resumes where it stopped. The MP4, ASS and chips exports cannot be
@@ -71,7 +72,8 @@ class TrackOptions:
         return make
 
     def sink_factories(self) -> list[Callable[[Any], Any]]:
-        """The tracking stage's checkpoint carrier, and ``<name>.tracks.csv``."""
+        """The tracking stage's checkpoint carrier, and ``<name>.tracks.csv`` (or ``.jsonl``:
+        the table's format)."""
 
         def state(ctx):
             return getattr(ctx, "tracking_stage", None)
@@ -81,7 +83,8 @@ class TrackOptions:
                 return None
             from agender.io.sinks.tracks import TracksSink
 
-            return TracksSink(ctx.outdir / f"{ctx.item.name}.tracks.csv", stem=ctx.item.name)
+            fmt = "jsonl" if ctx.options.format == "jsonl" else "csv"
+            return TracksSink(ctx.outdir / f"{ctx.item.name}.tracks.{fmt}", stem=ctx.item.name, format=fmt)
 
         return [state, tracks]
 

@@ -7,15 +7,23 @@ Two layers, both library-usable (no argparse here):
 * :class:`Runner` — one input (:class:`~agender.inputs.InputItem`) → ``OUTDIR/<name>.csv``
   (or ``.jsonl``) + ``OUTDIR/<name>.json`` sidecar, with resume:
 
-  - *finished* inputs (sidecar with ``"complete": true`` and the table present) are skipped;
+  - one run per output at a time: an OS lock on ``OUTDIR/.<name>.lock`` (:mod:`agender.io.outlock`)
+    is held while an input is looked at, resumed or written; a second run into the same folder
+    refuses that input in one line (the lock dies with its process: ``kill -9`` leaves no stale lock);
+  - *finished* inputs are skipped only when the sidecar says ``"complete": true``, every output
+    asked for is there, and its ``fingerprint`` (the input's identity — path, size, mtime, a hash
+    of its first MiB — plus every setting that changes the rows) is this run's. Same settings
+    but a missing export (``--export-mp4`` added): the input is redone. Another input with the
+    same name, or other settings: refused in one line naming ``overwrite`` (nothing replaced);
   - while running, after a group and at most every ``checkpoint_s`` seconds, every sink makes
     its data durable and returns a state; the states, the next frame index and the counters go
     atomically into ``OUTDIR/.<name>.resume.json``;
-  - a new run (same settings: a fingerprint of everything that changes the rows) hands each
-    sink its state back (the CSV cuts its partial file to that byte) and the source starts at
-    that frame; a run with other settings, or ``overwrite``, starts over.
-  - on failure the partial outputs are deleted and the error is returned as one line; on
-    Ctrl-C the checkpoint is kept for the next run (a camera is finished normally instead).
+  - a new run (same fingerprint) hands each sink its state back (the CSV cuts its partial file
+    to that byte) and the source starts at that frame; a run with other settings, an input
+    that changed (replaced, edited: its identity differs), or ``overwrite``, starts over.
+  - on failure (a bad frame, a full disk, a read-only folder) the partial outputs are deleted
+    and the error is returned as one line naming the file and the problem; on Ctrl-C the
+    checkpoint is kept for the next run (a camera is finished normally instead).
 
 Extension points (how tracking and export sinks plug in)
 --------------------------------------------------------
@@ -33,20 +41,26 @@ an input with any non-resumable sink or stage restarts from frame 0 instead of r
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
 import math
+import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from agender import __version__
-from agender.errors import AgenderError, SourceError
+from agender.errors import AgenderError, OutputBusy, OutputError, SourceError
 from agender.inputs import InputItem
+from agender.io.outlock import OutputLock
+from agender.io.sinks.base import remove_quietly
 from agender.io.sinks.csv_sink import CsvSink
 from agender.io.sinks.jsonl_sink import JsonlSink
 from agender.io.sinks.sidecar import read_sidecar, write_sidecar
@@ -127,6 +141,84 @@ def _expected_frames(source, opts: RunOptions, start_index: int) -> int | None:
     return count
 
 
+HEAD_BYTES = 1 << 20  # an input's identity hashes its first MiB (images: first 64 KiB each)
+
+
+def _file_identity(path: Path, head: int) -> dict[str, Any]:
+    try:
+        st = path.stat()
+        with open(path, "rb") as fh:
+            digest = hashlib.sha256(fh.read(head)).hexdigest()[:16]
+    except OSError:
+        return {"path": str(path)}  # opening the input says what is wrong
+    return {"path": os.path.realpath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "head_sha256": digest}
+
+
+def input_identity(item: InputItem) -> dict[str, Any]:
+    """What says "this is the same input": for a local video its real path, size, mtime and
+    a hash of its first MiB; for an image set the same for each image; for URLs and cameras
+    the spec (their content cannot be checked without reading it)."""
+    if item.kind == "images":  # one hash over all of them: the checkpoint stays small
+        ids = json.dumps([_file_identity(Path(p), 1 << 16) for p in item.paths], sort_keys=True)
+        return {"images": len(item.paths), "sha256": hashlib.sha256(ids.encode()).hexdigest()[:16]}
+    if item.kind == "video" and Path(item.spec).exists():
+        return _file_identity(Path(item.spec), HEAD_BYTES)
+    return {"path": item.spec}
+
+
+def _short(v: Any) -> str:
+    text = "none" if v is None else (v if isinstance(v, str) else json.dumps(v, default=str))
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def describe_changes(old: dict | None, new: dict) -> list[str]:
+    """What differs between two fingerprint descriptions, as short ``key old → new`` texts."""
+    if not isinstance(old, dict):
+        return ["settings unknown (written by an older agender)"]
+    out = []
+    for part in new:
+        a, b = old.get(part), new.get(part)
+        if a == b:
+            continue
+        if part == "input":
+            out.append("input")
+        elif part == "stages" and isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                if k not in a or k not in b:
+                    out.append(f"{k} {'on → off' if k in a else 'off → on'}")
+                elif a[k] != b[k]:
+                    out.append(f"{k} {_short(a[k])} → {_short(b[k])}")
+        elif isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{k} {_short(a.get(k))} → {_short(b.get(k))}"
+                    for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            out.append(f"{part} {_short(a)} → {_short(b)}")
+    return out
+
+
+def _input_change(old: dict | None, new: dict, spec: str) -> str:
+    """Why the ``input`` part of two descriptions differs, in words."""
+    a, b = (old or {}).get("input") or {}, new.get("input") or {}
+    if "images" in b:
+        return "another set of images (or images changed since)"
+    if a.get("path") != b.get("path"):
+        return f"another input ({a.get('path')})"
+    return f"an earlier version of {spec} (its size, time or first MiB changed)"
+
+
+def remove_stale_temps(paths: Iterable[Path]) -> None:
+    """Delete the temp files a killed run left beside ``paths`` (``atomic_write_bytes`` names them
+    ``.<name>.XXXXXXXX.tmp``). Only under this input's lock: they are nobody else's."""
+    for p in paths:
+        pat = re.compile(rf"\.{re.escape(p.name)}\.[a-z0-9_]{{8}}\.tmp")
+        try:
+            stale = [q for q in p.parent.glob(f".{glob.escape(p.name)}.*.tmp") if pat.fullmatch(q.name)]
+        except OSError:
+            continue
+        for q in stale:
+            remove_quietly(q)
+
+
 def _sink_paths(sink) -> list[Path]:
     if hasattr(sink, "paths"):
         return [Path(p) for p in sink.paths]
@@ -173,25 +265,38 @@ class Runner:
     def checkpoint_path(self, item: InputItem) -> Path:
         return self.outdir / f".{item.name}.resume.json"
 
+    def lock_path(self, item: InputItem) -> Path:
+        return self.outdir / f".{item.name}.lock"
+
     def is_done(self, item: InputItem) -> bool:
+        """The sidecar says finished and the table is there (whatever settings made it; the
+        runner itself also checks the fingerprint, see :meth:`run_input`)."""
         rec = read_sidecar(self.sidecar_path(item))
         return bool(rec and rec.get("complete") and self.table_path(item).is_file())
 
     # -- settings fingerprint ------------------------------------------------------------
-    def fingerprint(self, item: InputItem, stages: Sequence[Any]) -> str:
+    def describe_run(self, item: InputItem, stages: Sequence[Any]) -> dict[str, Any]:
+        """Everything that changes the rows of ``item``, JSON-able: the input's identity
+        (:func:`input_identity`), models, run options, frame stages, agender's version."""
         o = self.options
-        desc = {
+        models = dict(self.analyzer.describe())
+        models.pop("device", None)
+        models["conf"] = getattr(self.analyzer, "conf", None)
+        models["batch_size"] = getattr(self.analyzer, "batch_size", None)
+        return json.loads(json.dumps({
+            "input": input_identity(item),
+            "models": models,
+            "options": {k: getattr(o, k) for k in ("fps", "max_frames", "start_s", "end_s", "no_detect", "format",
+                                                  "group_frames", "extra_columns")
+                        # an image set has no time and no frame limit: those options do not change it
+                        if not (item.kind == "images" and k in ("fps", "max_frames", "start_s", "end_s"))},
+            "stages": {getattr(s, "name", type(s).__name__): getattr(s, "fingerprint", "") for s in stages},
             "version": __version__,
-            "input": item.spec,
-            "analyzer": self.analyzer.describe(),
-            "conf": getattr(self.analyzer, "conf", None),
-            "batch_size": getattr(self.analyzer, "batch_size", None),
-            "run": {k: getattr(o, k) for k in ("fps", "max_frames", "start_s", "end_s", "no_detect", "format",
-                                             "group_frames", "extra_columns")},
-            "stages": [f"{getattr(s, 'name', type(s).__name__)}:{getattr(s, 'fingerprint', '')}" for s in stages],
-        }
-        desc["analyzer"].pop("device", None)
-        return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        }, default=str))
+
+    def fingerprint(self, item: InputItem, stages: Sequence[Any], desc: dict | None = None) -> str:
+        desc = self.describe_run(item, stages) if desc is None else desc
+        return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
     # -- sources -------------------------------------------------------------------------
     def open_source(self, item: InputItem, on_image_error: Callable[[Path, SourceError], None]):
@@ -211,12 +316,80 @@ class Runner:
     def run_input(self, item: InputItem) -> InputResult:
         if item.kind == "error":
             return InputResult(item, "failed", item.error)
+        lock = OutputLock(self.lock_path(item), output=self.table_path(item))
+        cannot_write = ""
+        try:
+            lock.acquire()
+        except OutputBusy as exc:
+            return InputResult(item, "failed", f"{item.spec}: {exc}")
+        except OSError as exc:  # a read-only folder: a finished input can still be skipped
+            cannot_write = f"{item.spec}: {OutputError(exc.filename or self.lock_path(item), exc)}"
+        try:
+            return self._run_locked(item, cannot_write)
+        finally:
+            lock.release()
+
+    def _run_stages_and_sinks(self, ctx: JobContext, key: str) -> tuple[list[Any], list[Any]]:
+        stages = [s for s in (f(ctx) for f in self.stage_factories) if s is not None]
+        extra_sinks = [s for s in (f(ctx) for f in self.sink_factories) if s is not None]
+        o = self.options
+        columns = list(o.extra_columns)  # + the columns this input's stages fill (the tracker's, on videos)
+        columns += [c for st in stages for c in getattr(st, "columns", ()) if c not in columns]
+        table = self.table_path(ctx.item)
+        return stages, [FORMATS[o.format](table, key=key, extra_columns=columns), *extra_sinks]
+
+    def _finished(self, item: InputItem, rec: dict) -> tuple[str, str]:
+        """Is the finished run ``rec`` (a complete sidecar) what this run would write?
+
+        ``("skip", "")``: same input, same settings, every output there. ``("redo", why)``:
+        same rows but an output is missing (an export added): run the input again.
+        ``("refuse", line)``: another input or other settings; replacing it needs ``overwrite``.
+        """
+        # the sinks and stages this run would make, for their paths and fingerprints only
+        # (the source is not opened: a finished URL is skipped offline too)
+        video = rec.get("video") or {}
+        src = SimpleNamespace(fps=video.get("fps") or 0.0, frame_count=video.get("frame_count"),
+                              width=video.get("width") or 0, height=video.get("height") or 0)
+        ctx = JobContext(item=item, source=src, outdir=self.outdir, options=self.options)
+        stages, sinks = self._run_stages_and_sinks(ctx, "file" if item.kind == "images" else "frame")
+        desc = self.describe_run(item, stages)
+        table = self.table_path(item)
+        if rec.get("fingerprint") != self.fingerprint(item, stages, desc):
+            old = rec.get("run")
+            if not isinstance(old, dict):
+                what = "was made by an older agender (its settings are not recorded)"
+            elif old.get("input") != desc["input"]:
+                what = f"was made from {_input_change(old, desc, item.spec)}"
+            else:
+                what = f"was made with other settings ({'; '.join(describe_changes(old, desc)[:4])})"
+            return "refuse", f"{item.spec}: {table} {what}; not replaced: use --overwrite to redo it"
+        wanted = [p for s in sinks for p in _sink_paths(s)]
+        listed = set(rec.get("outputs") or [])
+        missing = [p.name for p in wanted if p.name not in listed or not p.is_file()]
+        if missing:
+            return "redo", f"{item.spec}: {', '.join(missing)} not in the finished output; redoing the input"
+        return "skip", ""
+
+    def _run_locked(self, item: InputItem, cannot_write: str) -> InputResult:
         table, sidecar, ckpt_path = self.table_path(item), self.sidecar_path(item), self.checkpoint_path(item)
-        if not self.options.overwrite and self.is_done(item):
-            ckpt_path.unlink(missing_ok=True)  # left by a run killed after its sidecar was written
-            rec = read_sidecar(sidecar) or {}
-            failed = [tuple(x) for x in rec.get("failed_files", [])]
-            return InputResult(item, "skipped", outputs=[table, sidecar], failed_files=failed)
+        rec = None if self.options.overwrite else read_sidecar(sidecar)
+        if rec is not None and rec.get("complete"):
+            try:
+                verdict, line = self._finished(item, rec)
+            except AgenderError as exc:
+                return InputResult(item, "failed", f"{item.spec}: {exc}")
+            if verdict == "skip":
+                if ckpt_path.exists():
+                    remove_quietly(ckpt_path)  # left by a run killed after its sidecar was written
+                if not cannot_write:
+                    remove_stale_temps([table, sidecar, ckpt_path])
+                failed = [tuple(x) for x in rec.get("failed_files", [])]
+                return InputResult(item, "skipped", outputs=[table, sidecar], failed_files=failed)
+            if verdict == "refuse":
+                return InputResult(item, "failed", line)
+            log.info("%s", line)
+        if cannot_write:
+            return InputResult(item, "failed", cannot_write)
 
         failed_files: list[tuple[str, str]] = []
         try:
@@ -233,38 +406,43 @@ class Runner:
         o = self.options
         ctx = JobContext(item=item, source=source, outdir=self.outdir, options=o)
         key = "file" if item.kind == "images" else "frame"
-        stages: list[Any] = []
-        extra_sinks: list[Any] = []
         try:
-            stages = [s for s in (f(ctx) for f in self.stage_factories) if s is not None]
-            extra_sinks = [s for s in (f(ctx) for f in self.sink_factories) if s is not None]
+            stages, sinks = self._run_stages_and_sinks(ctx, key)
         except AgenderError as exc:
             return InputResult(item, "failed", f"{item.spec}: {exc}")
-        columns = list(o.extra_columns)  # + the columns this input's stages fill (the tracker's, on videos)
-        columns += [c for st in stages for c in getattr(st, "columns", ()) if c not in columns]
-        sinks: list[Any] = [FORMATS[o.format](table, key=key, extra_columns=columns), *extra_sinks]
 
+        remove_stale_temps([sidecar, ckpt_path, *(p for s in sinks for p in _sink_paths(s))])
         live = item.is_live
         can_resume = (not live and all(getattr(s, "resumable", False) and hasattr(s, "checkpoint") for s in sinks)
                       and all(getattr(st, "resumable", False) for st in stages))
-        fp = self.fingerprint(item, stages)
+        desc = self.describe_run(item, stages)
+        fp = self.fingerprint(item, stages, desc)
         ck = None if (o.overwrite or not can_resume) else read_sidecar(ckpt_path)
         if ck is not None and (ck.get("fingerprint") != fp or len(ck.get("sinks", [])) != len(sinks)):
-            log.info("%s: settings changed since the interrupted run; starting over", item.spec)
+            old = ck.get("run")
+            if isinstance(old, dict) and old.get("input") != desc["input"]:
+                log.info("%s: the input changed since the interrupted run (%s); starting over from frame 0",
+                         item.spec, _input_change(old, desc, item.spec))
+            else:
+                log.info("%s: settings changed since the interrupted run; starting over", item.spec)
             ck = None
         resumed = False
-        if ck is not None:
-            resumed = all(getattr(s, "begin")(st) for s, st in zip(sinks, ck["sinks"]))
+        try:
+            if ck is not None:
+                resumed = all(getattr(s, "begin")(st) for s, st in zip(sinks, ck["sinks"]))
+                if not resumed:
+                    log.info("%s: partial output of the interrupted run is gone; starting over", item.spec)
+                    for s in sinks:
+                        s.abort() if hasattr(s, "abort") else None
             if not resumed:
-                log.info("%s: partial output of the interrupted run is gone; starting over", item.spec)
+                ck = None
+                if ckpt_path.exists() or ckpt_path.is_symlink():
+                    with_output(ckpt_path, ckpt_path.unlink)
                 for s in sinks:
-                    s.abort() if hasattr(s, "abort") else None
-        if not resumed:
-            ck = None
-            ckpt_path.unlink(missing_ok=True)
-            for s in sinks:
-                if hasattr(s, "begin"):
-                    s.begin(None)
+                    if hasattr(s, "begin"):
+                        s.begin(None)
+        except (OutputError, OSError) as exc:
+            return self._fail(item, sinks, ckpt_path, _error_line(item, exc), failed_files)
 
         pipe = FramePipeline(self.analyzer, stages=stages, group_frames=o.group_frames, no_detect=o.no_detect)
         base = RunStats()
@@ -288,7 +466,7 @@ class Runner:
                 return
             st = pipe.stats
             write_sidecar(ckpt_path, {
-                "fingerprint": fp, "input": item.spec, "next_index": last.index + 1,
+                "fingerprint": fp, "run": desc, "input": item.spec, "next_index": last.index + 1,
                 "frames_read": st.frames_read, "frames_analysed": base.frames_analysed + st.frames_analysed,
                 "frames_detected": base.frames_detected + st.frames_detected, "faces": base.faces + st.faces,
                 "wall_s": base.wall_s + (time.perf_counter() - t_run),
@@ -311,12 +489,9 @@ class Runner:
                     getattr(s, "suspend", lambda: None)()
                 raise
             log.info("%s: stopped by the user", item.spec)
-        except AgenderError as exc:
-            error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - a decoder/model failure on one input must not end the batch
+        except Exception as exc:  # noqa: BLE001 - a decoder/model/disk failure on one input must not end the batch
             log.debug("%s failed", item.spec, exc_info=True)
-            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-            error = f"{item.spec}: {type(exc).__name__}: {first}".rstrip(": ")
+            error = _error_line(item, exc)
         finally:
             reader.close()
             self.progress.finish()
@@ -331,13 +506,8 @@ class Runner:
         if not error and analysed == 0 and item.kind == "images":
             error = failed_files[0][1] if len(failed_files) == 1 else f"none of {len(item.paths)} images could be read"
         if error and not live:
-            for s in sinks:
-                getattr(s, "abort", lambda: None)()
-            ckpt_path.unlink(missing_ok=True)
-            return InputResult(item, "failed", error, failed_files=failed_files)
+            return self._fail(item, sinks, ckpt_path, error, failed_files)
 
-        for s in sinks:
-            s.close()
         stats = RunStats(
             frames_read=pipe.stats.frames_read or base.frames_read,
             frames_analysed=base.frames_analysed + pipe.stats.frames_analysed,
@@ -347,12 +517,41 @@ class Runner:
             ms_per_frame=pipe.ms_per_frame(),
         )
         outputs = [p for s in sinks for p in _sink_paths(s)]
-        write_sidecar(sidecar, self._record(item, source, stats, outputs, start_index if ck else None,
-                                            failed_files, reader, error))
-        ckpt_path.unlink(missing_ok=True)
+        closed: list[Any] = []
+        try:
+            # the old record must not vouch for outputs about to be replaced, should this fail
+            if sidecar.exists():
+                with_output(sidecar, sidecar.unlink)
+            for s in sinks:
+                s.close()
+                closed.append(s)
+            rec = self._record(item, source, stats, outputs, start_index if ck else None, failed_files, reader, error)
+            rec["fingerprint"], rec["run"] = fp, desc
+            write_sidecar(sidecar, rec)
+        except Exception as exc:  # noqa: BLE001 - e.g. the disk filled up while finishing
+            log.debug("%s failed", item.spec, exc_info=True)
+            for s in closed:  # complete, but with no sidecar saying so: not left looking finished
+                for p in _sink_paths(s):
+                    remove_quietly(p)
+            return self._fail(item, [s for s in sinks if s not in closed], ckpt_path, _error_line(item, exc),
+                              failed_files)
+        if ckpt_path.exists():
+            remove_quietly(ckpt_path)
         status = "failed" if error else "done"
         return InputResult(item, status, error, outputs=[*outputs, sidecar], stats=stats,
                            resumed_from=start_index if ck else None, failed_files=failed_files)
+
+    @staticmethod
+    def _fail(item: InputItem, sinks: Sequence[Any], ckpt_path: Path, error: str,
+              failed_files: list[tuple[str, str]]) -> InputResult:
+        """Discard this input's partial outputs and checkpoint; the one-line error."""
+        for s in sinks:
+            try:
+                getattr(s, "abort", lambda: None)()
+            except Exception:  # noqa: BLE001 - cleaning up must not hide the error
+                log.debug("%s: abort failed", item.spec, exc_info=True)
+        remove_quietly(ckpt_path)
+        return InputResult(item, "failed", error, failed_files=failed_files)
 
     # -- the sidecar ---------------------------------------------------------------------
     def _record(self, item: InputItem, source, stats: RunStats, outputs: list[Path], resumed_from: int | None,
@@ -390,6 +589,26 @@ class Runner:
         if error:
             rec["error"] = error
         return rec
+
+
+def with_output(path: Path, fn: Callable[[], Any]) -> Any:
+    """``fn()``, with an OS error turned into an :class:`OutputError` naming ``path``."""
+    try:
+        return fn()
+    except OSError as exc:
+        raise OutputError(path, exc) from exc
+
+
+def _error_line(item: InputItem, exc: BaseException) -> str:
+    """One line for an input that failed: the input, then what went wrong (and where)."""
+    if isinstance(exc, OutputError):
+        return f"{item.spec}: {exc}"
+    if isinstance(exc, AgenderError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{item.spec}: {exc.filename}: {exc.strerror or exc}"
+    first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+    return f"{item.spec}: {type(exc).__name__}: {first}".rstrip(": ")
 
 
 def _bounded_live(frames: Iterable[Frame], o: RunOptions) -> Iterator[Frame]:

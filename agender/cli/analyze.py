@@ -24,8 +24,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "analyze", help="analyse videos, images, folders, URLs or cameras into CSV/JSONL tables",
         description="Analyse each INPUT (video, image, folder, glob, http(s)/rtsp URL, cam:N) and write "
                     "OUTDIR/<name>.csv (one row per face per analysed frame; all still images go to "
-                    "OUTDIR/images.csv) plus a <name>.json sidecar. Finished inputs are skipped and "
-                    "interrupted ones resume on the next run.")
+                    "OUTDIR/images.csv) plus a <name>.json sidecar. Inputs finished with the same settings are "
+                    "skipped and interrupted ones resume on the next run; one run writes a folder's "
+                    "output of an input at a time.")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("-o", "--output", "--outdir", dest="outdir", required=True, metavar="OUTDIR", type=Path,
                    help="output folder (created if missing)")
@@ -40,7 +41,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="each image (or frame) is one already-cropped face, as in face-chip folders")
     o = p.add_argument_group("output")
     o.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="table format (default csv)")
-    o.add_argument("--overwrite", action="store_true", help="redo finished inputs and discard interrupted ones")
+    o.add_argument("--overwrite", action="store_true", help="redo finished inputs and discard interrupted ones (needed to replace outputs "
+                        "made from another file of the same name or with other settings)")
     o.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     o.add_argument("--timeout", type=positive_float, default=10.0, metavar="S",
                    help="network timeout for URLs, in seconds (default 10)")

@@ -6,10 +6,13 @@ interrupted run never leaves a file that looks complete. :meth:`Sink.abort` disc
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
+
+from agender.errors import OutputError
 
 if TYPE_CHECKING:
     from agender.faces import Faces
@@ -31,8 +34,34 @@ class Sink(Protocol):
         ...
 
 
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Turn an :class:`OSError` (disk full, read-only folder, …) raised while writing ``path``
+    into an :class:`~agender.errors.OutputError` that names ``path`` and the reason."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(path, exc) from exc
+
+
+def remove_quietly(path: str | Path) -> None:
+    """Delete ``path`` if it is there; never raises (a read-only folder answers EROFS even for
+    a file that is not there, and cleaning up after a failure must not fail in turn)."""
+    try:
+        Path(path).unlink()
+    except OSError:
+        pass
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
+    with writing(path):
+        _atomic_write_bytes(path, data)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -44,7 +73,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        remove_quietly(tmp)
         raise
 
 

@@ -10,7 +10,10 @@ row per chip, tab-separated, no header, columns (:data:`TSV_COLUMNS`)::
 ``x1..y2`` is the face box in frame pixels; ``age``/``p_male`` the raw estimate on that chip
 (P(male), 0..1 — trifle's own score is P(female)); ``face_id`` the track (−1 untracked),
 ``K`` in the name is the track id, or the face's number in its frame when untracked. Chips of
-an image set are named ``<image stem>_face<K>.jpg`` (``frame`` = the image's place in the set).
+an image set are named ``<image stem>_face<K>.jpg`` (``frame`` = the image's place in the set;
+tab/CR/LF in the stem become ``_``). A ``chip`` cell that a spreadsheet would run as a formula
+(starting with ``= + - @``) gets a ``'`` in front, as in the CSV tables: strip it to find the
+tar member.
 
 Which faces: only faces with a fresh estimate on that frame; per track at most one chip every
 ``every_s`` seconds, plus the track's best chip (highest :func:`chip_score`) so the
@@ -23,6 +26,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import tarfile
 import time
 from pathlib import Path
@@ -32,6 +36,7 @@ import cv2
 import numpy as np
 
 from agender.imageops import crop_boxes, pad_boxes
+from agender.io.sinks.table import spreadsheet_safe
 from agender.tracking import face_quality
 
 if TYPE_CHECKING:
@@ -142,7 +147,8 @@ class ChipsSink:
     def _name(self, frame: "Frame", face_no: int) -> str:
         if not self.per_image:
             return chip_name(self.stem, frame.index, float(frame.time_s), face_no)
-        stem = Path(frame.name).stem or f"image{frame.index}"
+        # tab/CR/LF in a file name would break the TSV's rows: not in chip names
+        stem = re.sub(r"[\t\r\n]", "_", Path(frame.name).stem) or f"image{frame.index}"
         name = f"{stem}_face{face_no}.jpg"
         if self._image_of.setdefault(stem, frame.index) != frame.index:  # two images with one stem
             name = f"{stem}_{frame.index}_face{face_no}.jpg"
@@ -178,7 +184,7 @@ class ChipsSink:
     @staticmethod
     def _row(name: str, frame: "Frame", faces: "Faces", i: int) -> str:
         x1, y1, x2, y2 = (_fmt(v, 1) for v in faces.xyxy[i])
-        vals = [name, str(int(frame.index)), x1, y1, x2, y2, _fmt(faces.age[i], 2), _fmt(faces.p_male[i], 4),
+        vals = [spreadsheet_safe(name), str(int(frame.index)), x1, y1, x2, y2, _fmt(faces.age[i], 2), _fmt(faces.p_male[i], 4),
                 f"{float(frame.time_s):.3f}", str(int(faces.track_id[i])), _fmt(faces.det_conf[i], 4),
                 _fmt(faces.age_avg[i], 2), _fmt(faces.p_male_avg[i], 4)]
         return "\t".join(vals) + "\n"

@@ -2,8 +2,11 @@
 
 Columns: ``frame,time_s,face,x1,y1,x2,y2,det_conf,age,age_std,gender,p_male`` for video,
 ``file,face,…`` for images, plus any extra columns asked for (the tracker's ``face_id,…``).
-Unknown values are empty cells, never a dropped row. Written to a partial file and renamed on
-close; resumable at checkpoints (see :mod:`agender.io.sinks.table`).
+Unknown values are empty cells, never a dropped row. Text cells that a spreadsheet would run as
+a formula (starting with ``= + - @``, tab or CR: a file named ``=cmd|' /C calc'!A0.jpg``) get a
+``'`` in front (:func:`~agender.io.sinks.table.spreadsheet_safe`); numbers are never changed.
+Written to a partial file and renamed on close; resumable at checkpoints (see
+:mod:`agender.io.sinks.table`).
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from agender.io.sinks.table import PartialFileSink, columns_for, face_rows
+from agender.io.sinks.table import PartialFileSink, columns_for, face_rows, spreadsheet_safe
 
 if TYPE_CHECKING:
     from agender.faces import Faces
@@ -29,7 +32,16 @@ class CsvSink(PartialFileSink):
     def _csv(self, rows) -> bytes:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerows(["" if v is None else v for v in row] for row in rows)
+        quoted = None
+        for row in rows:
+            cells = ["" if v is None else spreadsheet_safe(v) for v in row]
+            if any(isinstance(v, str) and "\r" in v for v in cells):
+                # Python < 3.12 leaves a lone CR unquoted (it is not in the line terminator),
+                # which splits the row for every reader: quote this row's text cells
+                quoted = quoted or csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
+                quoted.writerow(cells)
+            else:
+                w.writerow(cells)
         return buf.getvalue().encode("utf-8")
 
     def header(self) -> bytes:

@@ -1,7 +1,9 @@
 """``<name>.json`` sidecar: what ran on which input, how long it took, and with what models.
 
 Written atomically *after* every output of an input is in place, so its presence (with
-``"complete": true``) is what marks an input as finished for the next run's resume.
+``"complete": true``) is what marks an input as finished for the next run's resume; its
+``fingerprint`` (a hash of ``run``: the input's identity, models, options, stages, version)
+says *what* finished, so only a run with the same fingerprint skips it.
 """
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from agender.io.sinks.base import remove_quietly, writing
+
 if TYPE_CHECKING:
     from agender.faces import Faces
     from agender.io.sources import Frame
@@ -30,6 +32,20 @@ DECIMALS = {
     "time_s": 3, "x1": 1, "y1": 1, "x2": 1, "y2": 1, "det_conf": 4, "age": 2, "age_std": 2,
     "p_male": 4, "track_conf": 4, "age_avg": 2, "p_male_avg": 4,
 }
+
+
+# A text cell starting with one of these is a formula to Excel/LibreOffice/Sheets ("CSV
+# injection": a file named ``=cmd|' /C calc'!A0.jpg``). OWASP's remedy, as spreadsheet-safe CSV
+# writers do it: prefix such *text* cells with a single quote. Numbers are never touched (they
+# are ints/floats here, not text), so -1 or -0.5 stay numbers.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """``value`` with a ``'`` in front if it is text a spreadsheet would run as a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
 
 
 def _g(p: float) -> str | None:
@@ -113,52 +129,62 @@ class PartialFileSink:
 
         Returns False (and opens nothing) when ``state`` cannot be honoured because the
         partial is missing or shorter than the recorded offset; the runner then starts over.
+        An OS error (disk full, read-only folder) is raised as an
+        :class:`~agender.errors.OutputError` naming the partial file, here and below.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if state is not None:
-            off = int(state.get("offset", -1))
-            if off < 0 or not self.partial.is_file() or self.partial.stat().st_size < off:
-                return False
-            self._fh = open(self.partial, "r+b")
-            self._fh.truncate(off)
-            self._fh.seek(off)
-            self.rows = int(state.get("rows", 0))
+        with writing(self.partial):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if state is not None:
+                off = int(state.get("offset", -1))
+                if off < 0 or not self.partial.is_file() or self.partial.stat().st_size < off:
+                    return False
+                self._fh = open(self.partial, "r+b")
+                self._fh.truncate(off)
+                self._fh.seek(off)
+                self.rows = int(state.get("rows", 0))
+                return True
+            self._fh = open(self.partial, "wb")
+            self._fh.write(self.header())
+            self.rows = 0
             return True
-        self._fh = open(self.partial, "wb")
-        self._fh.write(self.header())
-        self.rows = 0
-        return True
 
     def write(self, frame: "Frame", faces: "Faces") -> None:
         if self._fh is None:
             self.begin(None)
         if len(faces):
-            self._fh.write(self.encode(frame, faces))
+            with writing(self.partial):
+                self._fh.write(self.encode(frame, faces))
             self.rows += len(faces)
 
     def checkpoint(self) -> dict:
         """Make everything written so far durable; the state to resume exactly here."""
         if self._fh is None:
             self.begin(None)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        return {"offset": self._fh.tell(), "rows": self.rows}
+        with writing(self.partial):
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            return {"offset": self._fh.tell(), "rows": self.rows}
 
     def close(self) -> None:
         if self._fh is None:
             self.begin(None)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        self._fh = None
-        os.replace(self.partial, self.path)
+        with writing(self.partial):
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+        with writing(self.path):
+            os.replace(self.partial, self.path)
 
     def suspend(self) -> None:
         """Stop writing but keep the partial for a later resume (Ctrl-C)."""
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()
+            except OSError:  # its buffer could not be flushed (disk full): the fd is closed anyway
+                pass
 
     def abort(self) -> None:
         self.suspend()
-        self.partial.unlink(missing_ok=True)
+        remove_quietly(self.partial)

@@ -1,4 +1,5 @@
-"""``<name>.tracks.csv``: one row per track (person on screen) of a tracked video.
+"""``<name>.tracks.csv`` (``<name>.tracks.jsonl`` with ``--format jsonl``): one row per track
+(person on screen) of a tracked video.
 
 Columns (:data:`COLUMNS`): ``face_id`` (the CSV's ``face_id``), ``first_s``/``last_s`` (first
 and last time shown, seconds), ``frames`` (written frames it appears in), ``age_mean`` and
@@ -9,12 +10,15 @@ and last time shown, seconds), ``frames`` (written frames it appears in), ``age_
 
 Built from the stream of written frames (no tracker internals), so it matches the CSV. The
 file is written once, atomically, on close; the running state is small and JSON, so the
-sink is resumable (``begin``/``checkpoint``).
+sink is resumable (``begin``/``checkpoint``). In the CSV the ``best_chip`` text is made
+spreadsheet-safe like the main table's text cells; the JSONL has numbers as JSON numbers and
+``null`` where unknown.
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from agender.io.sinks.base import atomic_write_text
 from agender.io.sinks.chips import chip_name, chip_score, has_fresh_estimate
+from agender.io.sinks.table import spreadsheet_safe
 
 if TYPE_CHECKING:
     from agender.faces import Faces
@@ -58,9 +63,12 @@ def _num(v: float | None, nd: int) -> str:
 class TracksSink:
     resumable = True
 
-    def __init__(self, path: str | Path, *, stem: str):
+    def __init__(self, path: str | Path, *, stem: str, format: str = "csv"):
+        if format not in ("csv", "jsonl"):
+            raise ValueError(f"format must be csv or jsonl, not {format!r}")
         self.path = Path(path)
         self.stem = stem
+        self.format = format
         self._acc: dict[int, _Acc] = {}
 
     @property
@@ -92,15 +100,32 @@ class TracksSink:
                     a.best_score, a.best_chip = score, chip_name(self.stem, frame.index, t, tid)
 
     def rows(self) -> list[list[str]]:
+        """The CSV's rows (text cells, as written)."""
         out = []
         for a in sorted(self._acc.values(), key=lambda a: a.face_id):
             p = a.p_male_avg
             gender = "" if p is None else ("male" if p >= 0.5 else "female")
             out.append([str(a.face_id), f"{a.first_s:.3f}", f"{a.last_s:.3f}", str(a.frames), _num(a.age_avg, 2),
-                        _num(a.age_std(), 2), gender, _num(p, 4), a.best_chip])
+                        _num(a.age_std(), 2), gender, _num(p, 4), spreadsheet_safe(a.best_chip)])
+        return out
+
+    def records(self) -> list[dict]:
+        """The JSONL's objects: same fields, numbers as numbers, ``None`` where unknown."""
+        def num(v: float | None, nd: int) -> float | None:
+            return None if v is None or not math.isfinite(v) else round(v, nd)
+
+        out = []
+        for a in sorted(self._acc.values(), key=lambda a: a.face_id):
+            p = a.p_male_avg
+            out.append(dict(zip(COLUMNS, [
+                a.face_id, round(a.first_s, 3), round(a.last_s, 3), a.frames, num(a.age_avg, 2), num(a.age_std(), 2),
+                None if p is None else ("male" if p >= 0.5 else "female"), num(p, 4), a.best_chip or None])))
         return out
 
     def close(self) -> None:
+        if self.format == "jsonl":
+            atomic_write_text(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records()))
+            return
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(COLUMNS)
