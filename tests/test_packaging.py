@@ -55,12 +55,14 @@ def installed(tmp_path_factory) -> dict:
 
 
 def _dependency_dirs() -> list[str]:
-    """This interpreter's site-packages folders (the dependencies), never the checkout."""
+    """This interpreter's site-packages folders (the dependencies), never a folder that holds an
+    ``agender`` package (the checkout; a venv inside the checkout is fine: its editable install
+    is a .pth hook that PYTHONPATH folders do not run)."""
     dirs = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
     dirs += [p for p in sys.path if p and Path(p).name in ("site-packages", "dist-packages")]
     out: list[str] = []
     for d in dirs:
-        if d not in out and Path(d).is_dir() and not Path(d).resolve().is_relative_to(REPO):
+        if d not in out and Path(d).is_dir() and not (Path(d) / "agender").exists():
             out.append(d)
     return out
 
