@@ -173,8 +173,12 @@ class CaptureThread(QThread):
 
     def __init__(self, spec: str, slot: FrameSlot, *, opener: Callable[[str], Any] = open_source,
                  realtime: bool = True, loop: bool = False, reconnect: bool | None = None,
-                 backoff: Backoff | None = None, generation: int = 0, parent=None):
+                 backoff: Backoff | None = None, generation: int = 0, ready: threading.Event | None = None,
+                 parent=None):
         super().__init__(parent)
+        # files wait for this (the worker's first models, loaded or failed) before playing, so a
+        # clip is not half-way through unanalysed when the models arrive; live sources never wait
+        self.ready = ready
         self.spec = str(spec)
         self.slot = slot
         self.opener = opener
@@ -195,6 +199,9 @@ class CaptureThread(QThread):
         self._last: Frame | None = None
         self._last_pos_emit = 0.0
         self.decodable: int | None = None  # frames that really decode, once a truncated end was met
+        self.frames_read = 0  # frames handed to the worker (the --stats-json "captured" count)
+        self.t_first: float | None = None  # time.monotonic() of the first and last frame handed over
+        self.t_last: float | None = None
 
     # -- control (any thread) -------------------------------------------------------------
     def _poke(self) -> None:
@@ -308,6 +315,10 @@ class CaptureThread(QThread):
         live = bool(getattr(src, "is_live", False))
         fps = float(getattr(src, "fps", 0.0) or 0.0)
         can_seek = hasattr(src, "seek")
+        if self.ready is not None and not live:
+            t_give_up = time.monotonic() + 60.0
+            while not self.ready.is_set() and not self._stop.is_set() and time.monotonic() < t_give_up:
+                self.ready.wait(0.05)
         it = iter(src)
         t_ref = idx_ref = None
         t_next = 0.0  # when the next frame is due (keeps the rhythm across a loop's rewind)
@@ -365,6 +376,10 @@ class CaptureThread(QThread):
                     t_ref, idx_ref, t_next = now, fr.index, now + 1.0 / fps
                 now = time.monotonic()
             self.meter.tick(now)
+            self.frames_read += 1
+            if self.t_first is None:
+                self.t_first = now
+            self.t_last = now
             self._last = fr
             self.backoff.reset()
             self.slot.put(Captured(fr, now, self.generation))

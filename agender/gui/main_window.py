@@ -24,6 +24,7 @@ from agender.errors import AgenderError
 from agender.gui.capture import Backoff, CaptureThread, FrameSlot, is_live_spec, list_cameras
 from agender.gui.dialogs import Dialogs, fetch_name, start_fetch
 from agender.gui.kiosk import apply_kiosk, paint_idle
+from agender.gui.livestats import RunStats, write_json
 from agender.gui.overlay import OverlayOptions
 from agender.gui.panel import ControlPanel
 from agender.gui.settings import Settings
@@ -60,7 +61,8 @@ class MainWindow(QMainWindow):
                  dialogs: Dialogs | None = None, opener: Callable[[str], Any] = open_source,
                  backoff: Callable[[], Backoff] = Backoff, realtime: bool = True,
                  analyzer_factory: Callable[..., Any] | None = None,
-                 exit_after: int | None = None, screenshot: str | None = None, probe_cameras: bool = True):
+                 exit_after: int | None = None, screenshot: str | None = None, probe_cameras: bool = True,
+                 stats_json: str | None = None):
         super().__init__()
         self.settings = settings or Settings()
         self.automated = exit_after is not None
@@ -73,6 +75,8 @@ class MainWindow(QMainWindow):
         self.realtime = realtime
         self.exit_after = exit_after
         self.screenshot_path = screenshot
+        self.stats_json = stats_json
+        self.run_stats = RunStats()
         self.exit_code = 0
         self.setWindowTitle("agender — live monitor")
         self.setAcceptDrops(True)
@@ -100,6 +104,7 @@ class MainWindow(QMainWindow):
         # widgets
         self.view = VideoView()
         self.view.idle_painter = paint_idle
+        self.view.on_painted = lambda ms: self.run_stats.painted(ms) if self.view.has_frame else None
         self.transport = TransportBar()
         self.panel = ControlPanel()
         self.panel.set_model_config(cfg)
@@ -281,6 +286,7 @@ class MainWindow(QMainWindow):
         self._stop_capture()
         self._epoch += 1
         self.slot.reset()  # and "Dropped" counts this source's frames only
+        self.run_stats.reset()
         self.seen.clear()
         self.source_spec = spec
         self.source_info = {}
@@ -296,7 +302,7 @@ class MainWindow(QMainWindow):
         live = is_live_spec(spec)
         cap = CaptureThread(spec, self.slot, opener=self.opener, realtime=self.realtime,
                             loop=self.transport.loop_box.isChecked(), backoff=self.backoff_factory(),
-                            generation=self._epoch << 20)
+                            generation=self._epoch << 20, ready=self.worker.ready)
         cap.opened.connect(self._on_opened)
         cap.failed.connect(self._on_source_failed)
         cap.position.connect(self.transport.set_position)
@@ -511,6 +517,8 @@ class MainWindow(QMainWindow):
             self.view.set_banner(self.source_warning)  # a transient message is over; a warning about the source stays
         now = time.monotonic()
         self.latency_ms = _ema(self.latency_ms, 1000.0 * (now - res.captured.t_capture))
+        if self.worker.analyzer is not None:
+            self.run_stats.shown(res.captured.t_capture, now, res.stage_ms, getattr(res, "mode", ""))
         self.seen.add(now, res.faces, res.captured.generation)
         if now - self._t_readout >= READOUT_PERIOD_S:
             self._t_readout = now
@@ -647,10 +655,40 @@ class MainWindow(QMainWindow):
         if self._finished:
             return
         self._finished = True
+        if self.stats_json:
+            self.write_stats(self.stats_json)
         if self.screenshot_path:
             self.save_screenshot(self.screenshot_path)
         self.close()
         self.finished_run.emit(self.exit_code)
+
+    def live_stats(self) -> dict:
+        """The run's figures (``--stats-json``): rates over the whole run of the current source."""
+        cap, w = self.capture, self.worker
+        captured = cap.frames_read if cap is not None else 0
+        cap_span = (cap.t_last - cap.t_first) if cap is not None and cap.t_first is not None else 0.0
+        mine = w.run_epoch == self._epoch
+        processed = w.run_processed if mine else 0
+        proc_span = (w.t_last_done - w.t_first_done) if mine and w.t_first_done is not None else 0.0
+        dev = self.models_info.get("device", "") if w.analyzer is not None else "no model loaded"
+        return self.run_stats.to_dict(
+            captured=captured, capture_span_s=cap_span, processed=processed, process_span_s=proc_span,
+            dropped=self.dropped_frames(), device=dev, source=self.source_spec or "",
+            source_fps=float(self.source_info.get("fps") or 0.0), models=dict(self.models_info.get("config", {})),
+            detector=self.models_info.get("detector"), estimator=self.models_info.get("estimator"))
+
+    def dropped_frames(self) -> int:
+        """Frames of this source read but never analysed."""
+        return int(self.slot.dropped)
+
+    def write_stats(self, path: str) -> bool:
+        try:
+            write_json(path, self.live_stats())
+            return True
+        except (OSError, ValueError) as exc:
+            log.error("could not write %s: %s", path, exc)
+            self.exit_code = 1
+            return False
 
     def save_screenshot(self, path: str) -> bool:
         self.chart.set_summary(self.seen.summary())
@@ -691,8 +729,11 @@ class MainWindow(QMainWindow):
         if not self.kiosk and not self.isFullScreen() and not self.automated:
             self.settings.set_geometry(self.saveGeometry())
         self.settings.sync()  # models and overlay were saved when the user changed them
-        if self.screenshot_path and not self._finished:
+        if (self.screenshot_path or self.stats_json) and not self._finished:
             self._finished = True
-            self.save_screenshot(self.screenshot_path)
+            if self.stats_json:
+                self.write_stats(self.stats_json)
+            if self.screenshot_path:
+                self.save_screenshot(self.screenshot_path)
         self.shutdown()
         super().closeEvent(event)

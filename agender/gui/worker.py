@@ -105,6 +105,7 @@ class InferenceWorker(QThread):
         self.frames = 0  # frames analysed since start (read by tests and the soak)
         self.meter = RateMeter()
         self._pending: ModelConfig | None = config
+        self.ready = threading.Event()  # set once the first models are loaded (or failed to)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._rerender = False
@@ -114,6 +115,11 @@ class InferenceWorker(QThread):
         self._tracked: Any = None  # TrackedAnalyzer around self.analyzer (None: not tracking)
         self._generation = -1
         self.last_error = ""  # the analysis error reported last ("" = frames analyse fine)
+        # frames analysed (with models) from the source opened last, and when the first/last was done
+        self.run_epoch = -1
+        self.run_processed = 0
+        self.t_first_done: float | None = None
+        self.t_last_done: float | None = None
 
     # -- control (UI thread) --------------------------------------------------------------
     def set_models(self, config: ModelConfig) -> None:
@@ -162,6 +168,12 @@ class InferenceWorker(QThread):
             self._close_recorder()
 
     def _apply_pending(self) -> None:
+        try:
+            self._load_pending()
+        finally:
+            self.ready.set()
+
+    def _load_pending(self) -> None:
         with self._lock:
             cfg, self._pending = self._pending, None
         if cfg is None or cfg == self.config:
@@ -237,6 +249,7 @@ class InferenceWorker(QThread):
         an = self.analyzer
         if an is not None:
             before = replace(an.times)
+            t_an = time.perf_counter()
             try:
                 faces = self._analyze(item)
                 self.last_error = ""
@@ -246,8 +259,11 @@ class InferenceWorker(QThread):
                     self.last_error = msg
                     log.warning("analysis failed: %s", msg)
                     self.error.emit(msg)
+            t_an = time.perf_counter() - t_an
             t = an.times
             stage_ms = {k: 1000.0 * (getattr(t, k) - getattr(before, k)) for k in ("resize", "detect", "crop", "estimate")}
+            # "track": everything of the analysis that is not a model (tracker, cut detector, bookkeeping)
+            stage_ms["track"] = max(0.0, 1000.0 * t_an - sum(stage_ms.values()))
         if self._recorder is not None:
             try:
                 self._recorder.write(item.frame, faces)
@@ -264,6 +280,12 @@ class InferenceWorker(QThread):
         stage_ms["draw"] = 1000.0 * (now - t0)
         self.meter.tick(now)
         self.frames += 1
+        if an is not None:
+            epoch = item.generation >> 20
+            if epoch != self.run_epoch:
+                self.run_epoch, self.run_processed, self.t_first_done = epoch, 0, now
+            self.run_processed += 1
+            self.t_last_done = now
         self.results.put(Result(item, faces, display, now, stage_ms, self.meter.rate))
         self.result_ready.emit()
 
