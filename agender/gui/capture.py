@@ -35,45 +35,58 @@ class Captured:
 
 
 class FrameSlot:
-    """A one-slot, latest-wins mailbox between two threads.
+    """A small latest-wins mailbox between two threads (``capacity`` items, default one).
 
-    ``put`` never blocks: a new item replaces an unread one (counted in :attr:`dropped`), so
-    memory stays bounded at one frame whatever the speeds on either side.
+    ``put`` never blocks: when the mailbox is full, the oldest unread item is dropped (counted
+    in :attr:`dropped`), so memory stays bounded at ``capacity`` frames whatever the speeds on
+    either side; ``get`` takes the oldest waiting item (with one slot: the newest). A capacity
+    of two absorbs one frame of jitter, so frames are dropped only when the consumer really
+    falls behind.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = 1) -> None:
         self._cond = threading.Condition()
-        self._item: Any = None
+        self._items: deque = deque()
+        self.capacity = max(1, int(capacity))
         self.dropped = 0
+        self.dropped_indices: deque[int] = deque(maxlen=50)  # frame indices of the last items dropped
 
     def put(self, item: Any) -> None:
         with self._cond:
-            if self._item is not None:
+            if len(self._items) >= self.capacity:
+                old = self._items.popleft()
                 self.dropped += 1
-            self._item = item
+                fr = getattr(old, "frame", None)
+                if fr is not None:
+                    self.dropped_indices.append(int(fr.index))
+            self._items.append(item)
             self._cond.notify_all()
 
     def get(self, timeout: float | None = None) -> Any:
-        """The newest item (taking it out), or ``None`` after ``timeout`` seconds."""
+        """The oldest waiting item (taking it out), or ``None`` after ``timeout`` seconds."""
         with self._cond:
-            if self._item is None:
+            if not self._items:
                 self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
+            return self._items.popleft() if self._items else None
 
     def peek(self) -> Any:
         with self._cond:
-            return self._item
+            return self._items[-1] if self._items else None
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
 
     def clear(self) -> None:
         with self._cond:
-            self._item = None
+            self._items.clear()
 
     def reset(self) -> None:
         """Empty, and count drops afresh (a new source)."""
         with self._cond:
-            self._item = None
+            self._items.clear()
             self.dropped = 0
+            self.dropped_indices.clear()
 
 
 class RateMeter:

@@ -21,6 +21,7 @@ from PyQt5.QtWidgets import (QAction, QApplication, QLabel, QMainWindow, QScroll
                              QWidget)
 
 from agender.errors import AgenderError
+from agender.gui.adapt import MODES
 from agender.gui.capture import Backoff, CaptureThread, FrameSlot, is_live_spec, list_cameras
 from agender.gui.dialogs import Dialogs, fetch_name, start_fetch
 from agender.gui.kiosk import apply_kiosk, paint_idle
@@ -77,13 +78,14 @@ class MainWindow(QMainWindow):
         self.screenshot_path = screenshot
         self.stats_json = stats_json
         self.run_stats = RunStats()
+        self._drops_prev = 0
         self.exit_code = 0
         self.setWindowTitle("agender — live monitor")
         self.setAcceptDrops(True)
 
         cfg = config or self.settings.model_config()
         ov = overlay or self.settings.overlay()
-        self.slot = FrameSlot()
+        self.slot = FrameSlot(capacity=2)  # room for one frame of jitter; beyond it the newest wins
         self.capture: CaptureThread | None = None
         self.source_spec: str | None = None
         self.source_info: dict = {}
@@ -548,7 +550,17 @@ class MainWindow(QMainWindow):
         dev = self.models_info.get("device", "") if self.worker.analyzer is not None else "no model loaded"
         self.status_label.setText(
             f"capture {cap_fps:.1f} fps · processing {res.proc_fps:.1f} fps · latency {self.latency_ms:.0f} ms"
-            f" · {len(res.faces)} face{'s' * (len(res.faces) != 1)} · {dev}")  # recording: the red rec_label
+            f" · {len(res.faces)} face{'s' * (len(res.faces) != 1)} · {dev} · {self.mode_text()}")
+        # recording: the red rec_label
+
+    def mode_text(self) -> str:
+        """What the status bar says about keeping up (agender.gui.adapt.MODES, then dropping)."""
+        text = self.worker.mode.text
+        dropped = self.slot.dropped
+        if dropped > self._drops_prev:  # since the last readout
+            text += "; dropping frames (newest wins)"
+        self._drops_prev = dropped
+        return text
 
     # -- snapshot / record --------------------------------------------------------------------
     def snapshot(self, path: str | None = None) -> str | None:
@@ -673,7 +685,10 @@ class MainWindow(QMainWindow):
         dev = self.models_info.get("device", "") if w.analyzer is not None else "no model loaded"
         return self.run_stats.to_dict(
             captured=captured, capture_span_s=cap_span, processed=processed, process_span_s=proc_span,
-            dropped=self.dropped_frames(), device=dev, source=self.source_spec or "",
+            dropped=self.dropped_frames(), device=dev, source=self.source_spec or "", mode=w.mode.name,
+            dropped_indices=list(self.slot.dropped_indices),
+            mode_changes=[{"t_s": round(t - (cap.t_first or t), 2) if cap is not None else 0.0, "mode": MODES[lv].name,
+                           "load": load} for t, lv, load in w.governor.history],
             source_fps=float(self.source_info.get("fps") or 0.0), models=dict(self.models_info.get("config", {})),
             detector=self.models_info.get("detector"), estimator=self.models_info.get("estimator"))
 
