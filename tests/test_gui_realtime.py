@@ -271,6 +271,7 @@ def test_a_deliberately_slowed_detector_makes_the_monitor_degrade_in_order_and_s
     qtbot.waitUntil(lambda: win.worker.level == len(MODES) - 1, timeout=60000)
     names = [MODES[lv].name for _, lv, _ in win.worker.governor.history]
     assert names[:2] == ["detect/2", "detect/4"], names
+    qtbot.waitUntil(lambda: win.last_result is not None and win.last_result.mode == "detect/4", timeout=20000)
     qtbot.waitUntil(lambda: MODES[-1].text in win.status_label.text(), timeout=10000)
     win.finish()
     s = json.loads(stats.read_text())

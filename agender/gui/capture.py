@@ -32,6 +32,7 @@ class Captured:
     frame: Frame
     t_capture: float  # time.monotonic() when the frame was read
     generation: int  # which opened source it came from (bumped on every open/seek)
+    seq: int = 0  # 1, 2, ... in the order the capture thread handed frames over (0: a repeat)
 
 
 class FrameSlot:
@@ -50,6 +51,7 @@ class FrameSlot:
         self.capacity = max(1, int(capacity))
         self.dropped = 0
         self.dropped_indices: deque[int] = deque(maxlen=50)  # frame indices of the last items dropped
+        self.dropped_seqs: deque[int] = deque(maxlen=1_000_000)  # their capture sequence numbers
 
     def put(self, item: Any) -> None:
         with self._cond:
@@ -59,6 +61,8 @@ class FrameSlot:
                 fr = getattr(old, "frame", None)
                 if fr is not None:
                     self.dropped_indices.append(int(fr.index))
+                if getattr(old, "seq", 0):
+                    self.dropped_seqs.append(int(old.seq))
             self._items.append(item)
             self._cond.notify_all()
 
@@ -87,6 +91,7 @@ class FrameSlot:
             self._items.clear()
             self.dropped = 0
             self.dropped_indices.clear()
+            self.dropped_seqs.clear()
 
 
 class RateMeter:
@@ -395,7 +400,7 @@ class CaptureThread(QThread):
             self.t_last = now
             self._last = fr
             self.backoff.reset()
-            self.slot.put(Captured(fr, now, self.generation))
+            self.slot.put(Captured(fr, now, self.generation, self.frames_read))
             if now - self._last_pos_emit > 0.05 or self._paused:
                 self._last_pos_emit = now
                 self.position.emit(fr.index)

@@ -78,6 +78,7 @@ class MainWindow(QMainWindow):
         self.screenshot_path = screenshot
         self.stats_json = stats_json
         self.run_stats = RunStats()
+        self._stats_base: tuple | None = None  # (frames read, dropped, t, missed) when the run's figures start
         self._drops_prev = 0
         self.exit_code = 0
         self.setWindowTitle("agender — live monitor")
@@ -289,6 +290,8 @@ class MainWindow(QMainWindow):
         self._epoch += 1
         self.slot.reset()  # and "Dropped" counts this source's frames only
         self.run_stats.reset()
+        self._stats_base: tuple | None = None
+        self.worker.stale_seqs = []  # sequence numbers restart with the new capture thread
         self.seen.clear()
         self.source_spec = spec
         self.source_info = {}
@@ -520,6 +523,10 @@ class MainWindow(QMainWindow):
         now = time.monotonic()
         self.latency_ms = _ema(self.latency_ms, 1000.0 * (now - res.captured.t_capture))
         if self.worker.analyzer is not None:
+            if self.run_stats.displayed == 0:  # the run's figures start at the first analysed frame
+                cap = self.capture
+                self._stats_base = (res.captured.seq, res.captured.t_capture,
+                                    getattr(cap.source, "missed", 0) if cap is not None else 0)
             self.run_stats.shown(res.captured.t_capture, now, res.stage_ms, getattr(res, "mode", ""))
         self.seen.add(now, res.faces, res.captured.generation)
         if now - self._t_readout >= READOUT_PERIOD_S:
@@ -677,24 +684,31 @@ class MainWindow(QMainWindow):
     def live_stats(self) -> dict:
         """The run's figures (``--stats-json``): rates over the whole run of the current source."""
         cap, w = self.capture, self.worker
-        captured = cap.frames_read if cap is not None else 0
-        cap_span = (cap.t_last - cap.t_first) if cap is not None and cap.t_first is not None else 0.0
+        base_seq, t0, base_missed = self._stats_base or (1, None, 0)
+        base_seq = max(1, base_seq)
+        captured = cap.frames_read - base_seq + 1 if cap is not None else 0
+        t0 = t0 if t0 is not None else (cap.t_first if cap is not None else None)
+        cap_span = (cap.t_last - t0) if cap is not None and t0 is not None and cap.t_last is not None else 0.0
+        missed = getattr(cap.source, "missed", None) if cap is not None else None
         mine = w.run_epoch == self._epoch
         processed = w.run_processed if mine else 0
         proc_span = (w.t_last_done - w.t_first_done) if mine and w.t_first_done is not None else 0.0
         dev = self.models_info.get("device", "") if w.analyzer is not None else "no model loaded"
         return self.run_stats.to_dict(
             captured=captured, capture_span_s=cap_span, processed=processed, process_span_s=proc_span,
-            dropped=self.dropped_frames(), device=dev, source=self.source_spec or "", mode=w.mode.name,
+            dropped=self.dropped_frames(since_seq=base_seq), device=dev,
+            source_missed=None if missed is None else int(missed - base_missed), source=self.source_spec or "", mode=w.mode.name,
             dropped_indices=list(self.slot.dropped_indices),
             mode_changes=[{"t_s": round(t - (cap.t_first or t), 2) if cap is not None else 0.0, "mode": MODES[lv].name,
                            "load": load} for t, lv, load in w.governor.history],
             source_fps=float(self.source_info.get("fps") or 0.0), models=dict(self.models_info.get("config", {})),
             detector=self.models_info.get("detector"), estimator=self.models_info.get("estimator"))
 
-    def dropped_frames(self) -> int:
-        """Frames of this source read but never analysed."""
-        return int(self.slot.dropped)
+    def dropped_frames(self, since_seq: int = 1) -> int:
+        """Frames of this source read (from capture sequence number ``since_seq`` on) but never
+        analysed: dropped by the mailbox, or skipped as stale after a model load."""
+        n = sum(1 for q in self.slot.dropped_seqs if q >= since_seq)
+        return n + sum(1 for q in list(self.worker.stale_seqs) if q >= since_seq)
 
     def write_stats(self, path: str) -> bool:
         try:

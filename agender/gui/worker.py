@@ -189,6 +189,8 @@ class InferenceWorker(QThread):
         self._generation = -1
         self.last_error = ""  # the analysis error reported last ("" = frames analyse fine)
         self.governor = Governor()
+        self._t_loaded = 0.0  # time.monotonic() when the models in use finished loading
+        self.stale_seqs: list[int] = []  # capture seqs of frames skipped as stale after a model load
         self.level = 0  # index into MODES (read by the detect-ahead thread)
         self.adaptive = True  # False: never leave "full" (tests that need every frame detected)
         self._ahead: queue.Queue = queue.Queue(maxsize=1)
@@ -251,6 +253,10 @@ class InferenceWorker(QThread):
                         continue
                 self._rerender = False
                 item = got[0]
+                if item.seq and item.t_capture < self._t_loaded:
+                    # read while models were loading (a live source does not wait): seconds old, skip it
+                    self.stale_seqs.append(item.seq)
+                    continue
                 try:
                     self._process(*got)
                 except Exception as exc:  # noqa: BLE001 - a bug in one frame must not stop the video
@@ -280,6 +286,7 @@ class InferenceWorker(QThread):
                                          else float(cfg.padding))
             else:
                 self.analyzer = _build(cfg, self.analyzer, self.config, self.factory)
+                self._t_loaded = time.monotonic()
             self._tracked = None  # new models or knobs: tracks start afresh
             if cfg.tracking:
                 self._warm_up_tracking()
