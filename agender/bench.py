@@ -174,6 +174,7 @@ def format_table(r: dict[str, Any]) -> str:
     if r.get("seed"):
         s = r["seed"]
         lines += ["", f"seed approach ({s['detector']} + {s['estimator']}), same clip and options, same process:",
-                  f"{'  full pipeline':<22}{s['pipeline_fps']:>9.1f} frames/s   (decode {s['decode_fps']:.1f})",
+                  f"{'  full pipeline':<22}{s['pipeline_fps']:>9.1f} frames/s   (mean of the runs before and after: "
+                  f"{' / '.join(f'{v:.1f}' for v in s.get('runs_pipeline_fps', []))})",
                   f"{'  speed-up':<22}{r['speedup_vs_seed']:>9.2f}x"]
     return "\n".join(lines)

@@ -72,6 +72,8 @@ def test_bench_vs_seed_runs_the_seed_approach_in_the_same_process_and_reports_th
     s = r["seed"]
     assert (s["detector"], s["estimator"], s["frames"]) == ("dnn", "ssrnet:wiki", 10)
     assert r["speedup_vs_seed"] == round(r["pipeline_fps"] / s["pipeline_fps"], 2)
+    assert len(s["runs_pipeline_fps"]) == 2, "seed measured before and after (A-B-A)"
+    assert abs(s["pipeline_fps"] - sum(s["runs_pipeline_fps"]) / 2) < 0.06
     assert set(r["load_avg_1m"]) == {"before", "after"}
     assert main(["bench", str(WALKING), "--max-frames", "4", "--vs-seed"]) == 0
     assert "speed-up" in capsys.readouterr().out

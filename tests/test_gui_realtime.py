@@ -45,9 +45,9 @@ def test_app_stats_json_reports_rates_latency_stages_and_device_and_drops_add_up
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     s = json.loads(out.read_text())
-    print(s)
+
     for key in ("capture_fps", "process_fps", "displayed_fps", "dropped", "latency_ms", "ms_per_frame", "device",
-                "frames_captured", "frames_processed", "frames_displayed"):
+                "frames_captured", "frames_processed", "frames_displayed", "mode", "mode_changes"):
         assert key in s, key
     assert set(s["latency_ms"]) == {"median", "p95"}
     for k in ("detect", "estimate", "track", "draw", "paint"):

@@ -244,16 +244,17 @@ class InferenceWorker(QThread):
             while not self._stop.is_set():
                 self._apply_pending()
                 self._apply_record_cmd()
+                again = False
                 try:
                     got = self._ahead.get(timeout=0.05)
                 except queue.Empty:
                     if self._rerender and self._last is not None:
-                        got = (self._last, None, True, 0.0, 0.0)
+                        got, again = (self._last, None, True, 0.0, 0.0), True
                     else:
                         continue
                 self._rerender = False
                 item = got[0]
-                if item.seq and item.t_capture < self._t_loaded:
+                if not again and item.seq and item.t_capture < self._t_loaded:
                     # read while models were loading (a live source does not wait): seconds old, skip it
                     self.stale_seqs.append(item.seq)
                     continue
