@@ -21,6 +21,9 @@ from agender.models import ModelStore
 log = logging.getLogger(__name__)
 
 
+DEFAULT_DETECT_WIDTH = 640  # detectors without a default_detect_width of their own
+
+
 @dataclass
 class StageTimes:
     """Cumulative seconds per stage, for `agender bench` and the GUI's stage readout."""
@@ -54,7 +57,7 @@ class Analyzer:
         device: str = "auto",
         models: str | Sequence[str] | ModelStore | None = None,
         *,
-        detect_width: int | None = 640,
+        detect_width: int | None | str = "auto",
         conf: float | None = None,
         min_face: int = 10,
         padding: float | None = None,
@@ -62,13 +65,15 @@ class Analyzer:
     ):
         self.models = models if isinstance(models, ModelStore) else ModelStore(models)
         self.device = device
-        self.detect_width = detect_width
         self.min_face = int(min_face)
         self.batch_size = max(1, int(batch_size))
         self.conf = conf
         self.detector: Detector | None = (
             None if detector in (None, "none") else create_detector(detector, models=self.models, device=device, conf=conf)
         )
+        # "auto": the detector's own choice (YuNet 480 px), else 640; None or 0: the full frame
+        self.detect_width = (getattr(self.detector, "default_detect_width", DEFAULT_DETECT_WIDTH)
+                             if detect_width == "auto" else detect_width)
         self.estimator: Estimator = create_estimator(estimator, models=self.models, device=device)
         self.padding = self.estimator.default_padding if padding is None else float(padding)
         if hasattr(self.estimator, "crop_padding"):  # estimators that find the box inside the crop
@@ -98,7 +103,8 @@ class Analyzer:
         import time
 
         t0 = time.perf_counter()
-        out = resize_for_detection(to_bgr8(frame), self.detect_width)
+        out = resize_for_detection(to_bgr8(frame), self.detect_width,
+                                   fast=bool(getattr(self.detector, "fast_downscale", False)))
         self.times.resize += time.perf_counter() - t0
         return out
 

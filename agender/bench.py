@@ -73,6 +73,7 @@ def bench(video: str | Path, analyzer, *, min_seconds: float = 10.0, max_frames:
     from agender.pipeline import FramePipeline, TimedSource
 
     video = str(video)
+    load_before = _loadavg()
     probe = VideoSource(video)
     fps, count, size = probe.fps, probe.frame_count or 0, f"{probe.width}x{probe.height}"
     probe.close()
@@ -137,7 +138,15 @@ def bench(video: str | Path, analyzer, *, min_seconds: float = 10.0, max_frames:
         "threads": {"onnxruntime_intra_op": default_threads(), "opencv": cv2.getNumThreads(),
                     "cpus": os.cpu_count()},
         "agender_version": __version__,
+        "load_avg_1m": {"before": load_before, "after": _loadavg()},  # other jobs on the machine
     }
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):  # Windows
+        return None
 
 
 def format_table(r: dict[str, Any]) -> str:
@@ -162,4 +171,10 @@ def format_table(r: dict[str, Any]) -> str:
     for k, v in ms.items():
         lines.append(f"  {k:<20}{v:>8.2f}")
     lines.append(f"  {'= wall':<20}{r['ms_per_frame_wall']:>8.2f}")
+    if r.get("seed"):
+        s = r["seed"]
+        lines += ["", f"seed approach ({s['detector']} + {s['estimator']}), same clip and options, same process:",
+                  f"{'  full pipeline':<22}{s['pipeline_fps']:>9.1f} frames/s   (mean of the runs before and after: "
+                  f"{' / '.join(f'{v:.1f}' for v in s.get('runs_pipeline_fps', []))})",
+                  f"{'  speed-up':<22}{r['speedup_vs_seed']:>9.2f}x"]
     return "\n".join(lines)

@@ -44,12 +44,23 @@ def detection_scale(shape: tuple[int, ...], detect_width: int | None) -> float:
     return detect_width / float(max(h, w))
 
 
-def resize_for_detection(frame: np.ndarray, detect_width: int | None) -> tuple[np.ndarray, float]:
+def resize_for_detection(frame: np.ndarray, detect_width: int | None, fast: bool = False) -> tuple[np.ndarray, float]:
+    """The detector's copy of ``frame`` (long side ``detect_width``) and its scale. ``fast``
+    (detectors that ask for it, e.g. YuNet): a non-integer ratio ≥ 2 is an integer box filter
+    plus a small bilinear step instead of INTER_AREA's slow general path (0.4 vs ~5 ms on 720p)."""
     s = detection_scale(frame.shape, detect_width)
     if s == 1.0:
         return frame, 1.0
     h, w = frame.shape[:2]
-    small = cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    k = int(1.0 / s + 1e-6)
+    if fast and k >= 2 and abs(k * s - 1.0) > 1e-6:
+        # a non-integer ratio ≥ 2 (720p → 480 px): INTER_AREA's general path costs ~5 ms a 720p
+        # frame, its integer path 0.2 ms; average k×k blocks first, then the small bilinear rest
+        # (what the detector sees is the same box-filtered picture; benchmarks/detectors.py)
+        frame = cv2.resize(frame, (max(1, w // k), max(1, h // k)), interpolation=cv2.INTER_AREA)
+        return cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR), s
+    small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
     return small, s
 
 

@@ -95,8 +95,10 @@ class TrackingStage:
         return self._last
 
     # -- the frame-stage protocol -------------------------------------------------------------
-    def should_detect(self, frame) -> bool:
-        """Decide this frame's kind (cut → detect; similar → skip; else detect every N)."""
+    def should_detect(self, frame, want: bool | None = None) -> bool:
+        """Decide this frame's kind (cut → detect; similar → skip; else detect every N).
+        ``want`` (the live monitor, which schedules detection ahead in its own thread): detect
+        when ``want`` is true, and on the first frame and after a cut whatever it says."""
         image = frame.image
         if self.cuts is not None and self.cuts.update(image):
             self.shot_starts.append(int(frame.index))
@@ -108,7 +110,12 @@ class TrackingStage:
             kind = "skip"
         else:
             self.similar.mark_analysed(image)
-            if self._since_detect is None or self._since_detect + 1 >= self.detect_every:
+            if want is not None:
+                if want or self._since_detect is None:
+                    kind, self._since_detect = "detect", 0
+                else:
+                    kind, self._since_detect = "track", self._since_detect + 1
+            elif self._since_detect is None or self._since_detect + 1 >= self.detect_every:
                 kind, self._since_detect = "detect", 0
             else:
                 kind, self._since_detect = "track", self._since_detect + 1
@@ -200,6 +207,7 @@ class TrackedAnalyzer:
         self.analyzer = analyzer
         self.stage = TrackingStage(fps, **stage_options)
         self.last_kind = ""
+        self.sync_detect_s = 0.0  # detector seconds spent inside the last process() call
 
     @property
     def tracker(self) -> Tracker:
@@ -213,12 +221,19 @@ class TrackedAnalyzer:
     def counts(self) -> dict[str, int]:
         return self.stage.counts
 
-    def process(self, frame) -> Faces:
-        """``frame``: an :class:`~agender.io.sources.Frame` (``index``, ``time_s``, ``image``)."""
+    def process(self, frame, detected: Faces | None = None, want: bool | None = None) -> Faces:
+        """``frame``: an :class:`~agender.io.sources.Frame` (``index``, ``time_s``, ``image``).
+        ``detected``: this frame's detections made ahead (used if the stage detects on it);
+        ``want``: whether detection was scheduled for it (see :meth:`TrackingStage.should_detect`)."""
         st, an = self.stage, self.analyzer
-        detect = st.should_detect(frame)
+        detect = st.should_detect(frame, want)
         self.last_kind = st.kinds[int(frame.index)]
-        faces = st.prepare(frame, an.detect(frame.image) if detect else None)
+        self.sync_detect_s = 0.0
+        if detect and detected is None:  # not detected ahead (a cut on a frame between detections)
+            t0 = time.perf_counter()
+            detected = an.detect(frame.image, small=frame.small)
+            self.sync_detect_s = time.perf_counter() - t0
+        faces = st.prepare(frame, detected if detect else None)
         todo = np.flatnonzero(~(np.isfinite(faces.age) | np.isfinite(faces.p_male)))
         if len(todo):
             t0 = time.perf_counter()

@@ -6,6 +6,7 @@ Why this exists: the zero-download default (what ``--detector auto`` uses before
     python benchmarks/detectors.py                # all candidates that can be built here
     python benchmarks/detectors.py --quick        # fewer frames / timing runs
     python benchmarks/detectors.py --only haar yunet
+    python benchmarks/detectors.py --only yunet --widths 640 480 416   # the detect width's effect
 
 Recall uses face counts made by eye (constants below): per image, found faces are capped at the
 by-eye count, so false positives never raise recall; they show up in the "found" columns.
@@ -170,7 +171,8 @@ def load_sets(quick: bool) -> list[RecallSet]:
 
 
 def run_recall(det, rs: RecallSet, detect_width: int = 640) -> list[int]:
-    return [len(det.detect(resize_for_detection(img, detect_width)[0])) for img in rs.images]
+    fast = bool(getattr(det, "fast_downscale", False))  # what the Analyzer does for this detector
+    return [len(det.detect(resize_for_detection(img, detect_width, fast)[0])) for img in rs.images]
 
 
 def time_ms(det, frames: list[np.ndarray], repeats: int) -> tuple[float, float]:
@@ -191,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="half the clip frames, one timing pass")
     ap.add_argument("--only", nargs="*", help="candidate name prefixes to run")
     ap.add_argument("--threads", type=int, default=1, help="threads per library (OpenCV, onnxruntime, OpenMP)")
+    ap.add_argument("--widths", type=int, nargs="*", default=[640], metavar="PX",
+                    help="detect widths to compare (the Analyzer's downscale; default 640): one row each, "
+                         "recall and CPU ms at that width in the 640x360 column")
     args = ap.parse_args(argv)
     os.environ["AGENDER_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before any session
     cv2.setNumThreads(args.threads)
@@ -201,34 +206,41 @@ def main(argv: list[str] | None = None) -> int:
     tv640 = [resize_for_detection(f, 640)[0] for f in tv]
     repeats = 1 if args.quick else 3
 
-    head = ("| detector | zero-download | photos recall (found/by eye) | classroom faces/frame (by eye 4) "
+    head = ("| detector | width | zero-download | photos recall (found/by eye) | classroom faces/frame (by eye 4) "
             "| walking faces/frame (by eye 3) | TV recall (found/by eye) | CPU ms 640x360 | CPU ms 1280x720 "
-            "| best wall ms 640x360 | best wall ms 1280x720 |")
-    rows = [head, "|" + "---|" * 10]
+            "| best wall ms 640x360 | best wall ms 1280x720 |").replace("640x360", "at width")
+    rows = [head, "|" + "---|" * 11]
     for cand in candidates():
         if args.only and not any(cand.name.startswith(p) for p in args.only):
             continue
         try:
             det = cand.build()
         except Exception as exc:  # missing package or weights: report, don't fail the table
-            rows.append(f"| {cand.name} | {'yes' if cand.zero_download else 'no'} | unavailable: "
+            rows.append(f"| {cand.name} | | {'yes' if cand.zero_download else 'no'} | unavailable: "
                         f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]} | | | | | | | |")
             continue
+        for width in args.widths:
+            rows.append(_row(cand, det, sets, tv, width, repeats))
+            print(rows[-1], file=sys.stderr, flush=True)
+    print("\n".join(rows))
+    return 0
+
+
+def _row(cand, det, sets, tv, width: int, repeats: int) -> str:
+    if True:
+        tv_w = [resize_for_detection(f, width, bool(getattr(det, "fast_downscale", False)))[0] for f in tv]
         cells = []
         for rs in sets:
-            found = run_recall(det, rs)
+            found = run_recall(det, rs, width)
             hit = sum(min(f, e) for f, e in zip(found, rs.expected))
             total = sum(rs.expected)
             if rs.name in ("photos", "tv"):
                 cells.append(f"{hit / total:.0%} ({sum(found)}/{total})")
             else:
                 cells.append(f"{np.mean(found):.2f} (recall {hit / total:.0%})")
-        (cpu640, wall640), (cpu720, wall720) = time_ms(det, tv640, repeats), time_ms(det, tv, repeats)
-        rows.append(f"| {cand.name} | {'yes' if cand.zero_download else 'no'} | " + " | ".join(cells)
-                    + f" | {cpu640:.0f} | {cpu720:.0f} | {wall640:.0f} | {wall720:.0f} |")
-        print(rows[-1], file=sys.stderr, flush=True)
-    print("\n".join(rows))
-    return 0
+        (cpu640, wall640), (cpu720, wall720) = time_ms(det, tv_w, repeats), time_ms(det, tv, repeats)
+        return (f"| {cand.name} | {width} | {'yes' if cand.zero_download else 'no'} | " + " | ".join(cells)
+                + f" | {cpu640:.1f} | {cpu720:.0f} | {wall640:.1f} | {wall720:.0f} |")
 
 
 if __name__ == "__main__":

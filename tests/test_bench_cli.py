@@ -64,3 +64,50 @@ def test_bench_detect_every_without_tracking_is_a_usage_error():
     with pytest.raises(SystemExit) as exc:
         main(["bench", str(WALKING), "--no-track", "--detect-every", "5"])
     assert exc.value.code == 2
+
+
+def test_bench_vs_seed_runs_the_seed_approach_in_the_same_process_and_reports_the_speedup(capsys):
+    assert main(["bench", str(WALKING), "--max-frames", "10", "--json", "--vs-seed"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    s = r["seed"]
+    assert (s["detector"], s["estimator"], s["frames"]) == ("dnn", "ssrnet:wiki", 10)
+    assert r["speedup_vs_seed"] == round(r["pipeline_fps"] / s["pipeline_fps"], 2)
+    assert len(s["runs_pipeline_fps"]) == 2, "seed measured before and after (A-B-A)"
+    assert abs(s["pipeline_fps"] - sum(s["runs_pipeline_fps"]) / 2) < 0.06
+    assert set(r["load_avg_1m"]) == {"before", "after"}
+    assert main(["bench", str(WALKING), "--max-frames", "4", "--vs-seed"]) == 0
+    assert "speed-up" in capsys.readouterr().out
+
+
+def test_default_detect_width_is_the_detectors_own_and_an_explicit_one_wins(capsys):
+    from agender.analyzer import Analyzer
+
+    assert Analyzer(detector="yunet", estimator="ssrnet:wiki", device="cpu").detect_width == 480
+    assert Analyzer(detector="haar", estimator="ssrnet:wiki", device="cpu").detect_width == 640
+    assert Analyzer(detector="yunet", estimator="ssrnet:wiki", device="cpu", detect_width=320).detect_width == 320
+    assert Analyzer(detector="yunet", estimator="ssrnet:wiki", device="cpu", detect_width=None).detect_width is None
+    assert main(["bench", str(WALKING), "--max-frames", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["detect_width"] == 480
+    assert main(["bench", str(WALKING), "--max-frames", "4", "--json", "--detect-width", "640"]) == 0
+    assert json.loads(capsys.readouterr().out)["detect_width"] == 640
+
+
+def test_detection_downscale_at_a_non_integer_ratio_matches_a_box_filter():
+    """720p → 480 px goes through a 2×2 box average (INTER_AREA's fast path) and a bilinear rest:
+    close to the one-step INTER_AREA picture, so detectors see the same faces."""
+    import cv2
+    import numpy as np
+
+    from agender.imageops import resize_for_detection
+
+    cap = cv2.VideoCapture(str(VIDEOS / "tv_scene_720p.mp4"))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    small, s = resize_for_detection(frame, 480, fast=True)
+    ref = cv2.resize(frame, (480, 270), interpolation=cv2.INTER_AREA)
+    assert small.shape == ref.shape and s == 480 / 1280
+    assert np.abs(small.astype(int) - ref).mean() < 2.0
+    same, s2 = resize_for_detection(frame, 640, fast=True)  # an integer ratio: INTER_AREA as before
+    assert np.array_equal(same, cv2.resize(frame, (640, 360), interpolation=cv2.INTER_AREA))
+    assert np.array_equal(resize_for_detection(frame, 480)[0], ref), "detectors that do not ask: unchanged"

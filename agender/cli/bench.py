@@ -20,6 +20,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--group-frames", type=positive_int, default=8, metavar="N",
                    help="frames whose faces share one estimator batch (default 8)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    p.add_argument("--vs-seed", action="store_true", dest="vs_seed",
+                   help="also run the seed approach (res10 `dnn` detector + `ssrnet:wiki`) on the same clip with the "
+                        "same options, in this process, before and after this one, and report the speed-up over it")
     p.add_argument("--no-track", dest="track", action="store_false", default=True,
                    help="leave out the tracking stage that `agender analyze` runs by default on videos")
     p.add_argument("--detect-every", type=positive_int, default=1, metavar="N",
@@ -43,7 +46,26 @@ def run(args: argparse.Namespace) -> int:
         if not args.track and args.detect_every > 1:
             args._parser.error("--detect-every needs tracking (not with --no-track)")
         track = TrackOptions(enabled=args.track, detect_every=args.detect_every, between=args.track_between)
-        res = bench(args.video, analyzer, min_seconds=args.min_seconds, max_frames=args.max_frames,
-                    group_frames=args.group_frames, track=track)
+        opts = dict(min_seconds=args.min_seconds, max_frames=args.max_frames, group_frames=args.group_frames,
+                    track=track)
+        seeds = []
+        if args.vs_seed:
+            # seed, this configuration, seed again (A-B-A): a machine whose load drifts during the
+            # run weighs on both sides alike; the seed's figure is the mean of its two runs
+            from agender.analyzer import Analyzer
+
+            seed_an = Analyzer(detector="dnn", estimator="ssrnet:wiki", device=args.device, models=args.models)
+            seeds.append(bench(args.video, seed_an, **opts))
+        res = bench(args.video, analyzer, **opts)
+        if seeds:
+            seeds.append(bench(args.video, seed_an, **opts))
+            seed = dict(seeds[0])
+            seed["pipeline_fps"] = round(sum(x["pipeline_fps"] for x in seeds) / len(seeds), 1)
+            seed["decode_fps"] = round(sum(x["decode_fps"] for x in seeds) / len(seeds), 1)
+            res["seed"] = {k: seed[k] for k in ("detector", "estimator", "detect_width", "frames", "decode_fps",
+                                                 "pipeline_fps", "faces_per_frame", "ms_per_frame")}
+            res["seed"]["runs_pipeline_fps"] = [x["pipeline_fps"] for x in seeds]
+            res["seed"]["load_avg_1m"] = [x["load_avg_1m"] for x in seeds]
+            res["speedup_vs_seed"] = round(res["pipeline_fps"] / seed["pipeline_fps"], 2) if seed["pipeline_fps"] else None
     print(json.dumps(res, indent=2) if args.json else format_table(res))
     return 0

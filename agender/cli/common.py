@@ -147,8 +147,9 @@ def add_model_options(p: argparse.ArgumentParser, *, detect: bool = True) -> Non
     g.add_argument("--models", metavar="DIR", action="append", default=None,
                    help="directory searched first for model files (repeatable)")
     if detect:
-        g.add_argument("--detect-width", type=positive_int, default=640, metavar="PX",
-                       help="detect on a copy whose long side is at most PX (default 640)")
+        g.add_argument("--detect-width", type=positive_int, default=None, metavar="PX",
+                       help="detect on a copy whose long side is at most PX (default: the detector's own, "
+                            "YuNet 480, others 640)")
         g.add_argument("--conf", type=unit_float, default=None, help="detector confidence threshold (0..1)")
         g.add_argument("--min-face", type=positive_int, default=10, metavar="PX",
                        help="ignore faces smaller than PX in the full frame (default 10)")
@@ -166,7 +167,7 @@ def build_analyzer(args: argparse.Namespace, *, no_detect: bool = False):
         estimator=args.estimator,
         device=args.device,
         models=args.models,
-        detect_width=getattr(args, "detect_width", 640),
+        detect_width=getattr(args, "detect_width", None) or "auto",
         conf=getattr(args, "conf", None),
         min_face=getattr(args, "min_face", 20),
         padding=args.padding,

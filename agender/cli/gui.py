@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exit-after", type=int, metavar="N", dest="exit_after",
                    help="quit after N frames have been shown (with --screenshot: for docs and CI)")
     p.add_argument("--screenshot", metavar="PNG", help="save a PNG of the whole window before quitting")
+    p.add_argument("--stats-json", metavar="JSON", dest="stats_json",
+                   help="when quitting, write the run's figures (capture/process/displayed fps, dropped, latency "
+                        "median and p95, ms per stage, device) as JSON")
     from agender.cli.common import detector_help, detector_spec, estimator_help, estimator_spec
 
     p.add_argument("--detector", metavar="NAME", type=detector_spec, help=f"face detector: {detector_help()}")

@@ -30,7 +30,8 @@ def make_window(cfg: GuiConfig, settings=None, **kwargs):
         overlay = replace(overlay, privacy=True)
     source = cfg.source or (settings.source if cfg.kiosk else None)
     return MainWindow(settings=settings, config=models, overlay=overlay, source=source or None, kiosk=cfg.kiosk,
-                      realtime=not cfg.max_speed, exit_after=cfg.exit_after, screenshot=cfg.screenshot, **kwargs)
+                      realtime=not cfg.max_speed, exit_after=cfg.exit_after, screenshot=cfg.screenshot,
+                      stats_json=cfg.stats_json, **kwargs)
 
 
 _QT_NOISE = ("propagateSizeHints", "XDG_RUNTIME_DIR")  # harmless platform chatter

@@ -32,48 +32,66 @@ class Captured:
     frame: Frame
     t_capture: float  # time.monotonic() when the frame was read
     generation: int  # which opened source it came from (bumped on every open/seek)
+    seq: int = 0  # 1, 2, ... in the order the capture thread handed frames over (0: a repeat)
 
 
 class FrameSlot:
-    """A one-slot, latest-wins mailbox between two threads.
+    """A small latest-wins mailbox between two threads (``capacity`` items, default one).
 
-    ``put`` never blocks: a new item replaces an unread one (counted in :attr:`dropped`), so
-    memory stays bounded at one frame whatever the speeds on either side.
+    ``put`` never blocks: when the mailbox is full, the oldest unread item is dropped (counted
+    in :attr:`dropped`), so memory stays bounded at ``capacity`` frames whatever the speeds on
+    either side; ``get`` takes the oldest waiting item (with one slot: the newest). A capacity
+    of two absorbs one frame of jitter, so frames are dropped only when the consumer really
+    falls behind.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = 1) -> None:
         self._cond = threading.Condition()
-        self._item: Any = None
+        self._items: deque = deque()
+        self.capacity = max(1, int(capacity))
         self.dropped = 0
+        self.dropped_indices: deque[int] = deque(maxlen=50)  # frame indices of the last items dropped
+        self.dropped_seqs: deque[int] = deque(maxlen=1_000_000)  # their capture sequence numbers
 
     def put(self, item: Any) -> None:
         with self._cond:
-            if self._item is not None:
+            if len(self._items) >= self.capacity:
+                old = self._items.popleft()
                 self.dropped += 1
-            self._item = item
+                fr = getattr(old, "frame", None)
+                if fr is not None:
+                    self.dropped_indices.append(int(fr.index))
+                if getattr(old, "seq", 0):
+                    self.dropped_seqs.append(int(old.seq))
+            self._items.append(item)
             self._cond.notify_all()
 
     def get(self, timeout: float | None = None) -> Any:
-        """The newest item (taking it out), or ``None`` after ``timeout`` seconds."""
+        """The oldest waiting item (taking it out), or ``None`` after ``timeout`` seconds."""
         with self._cond:
-            if self._item is None:
+            if not self._items:
                 self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
+            return self._items.popleft() if self._items else None
 
     def peek(self) -> Any:
         with self._cond:
-            return self._item
+            return self._items[-1] if self._items else None
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
 
     def clear(self) -> None:
         with self._cond:
-            self._item = None
+            self._items.clear()
 
     def reset(self) -> None:
         """Empty, and count drops afresh (a new source)."""
         with self._cond:
-            self._item = None
+            self._items.clear()
             self.dropped = 0
+            self.dropped_indices.clear()
+            self.dropped_seqs.clear()
 
 
 class RateMeter:
@@ -173,8 +191,12 @@ class CaptureThread(QThread):
 
     def __init__(self, spec: str, slot: FrameSlot, *, opener: Callable[[str], Any] = open_source,
                  realtime: bool = True, loop: bool = False, reconnect: bool | None = None,
-                 backoff: Backoff | None = None, generation: int = 0, parent=None):
+                 backoff: Backoff | None = None, generation: int = 0, ready: threading.Event | None = None,
+                 parent=None):
         super().__init__(parent)
+        # files wait for this (the worker's first models, loaded or failed) before playing, so a
+        # clip is not half-way through unanalysed when the models arrive; live sources never wait
+        self.ready = ready
         self.spec = str(spec)
         self.slot = slot
         self.opener = opener
@@ -195,6 +217,9 @@ class CaptureThread(QThread):
         self._last: Frame | None = None
         self._last_pos_emit = 0.0
         self.decodable: int | None = None  # frames that really decode, once a truncated end was met
+        self.frames_read = 0  # frames handed to the worker (the --stats-json "captured" count)
+        self.t_first: float | None = None  # time.monotonic() of the first and last frame handed over
+        self.t_last: float | None = None
 
     # -- control (any thread) -------------------------------------------------------------
     def _poke(self) -> None:
@@ -308,6 +333,10 @@ class CaptureThread(QThread):
         live = bool(getattr(src, "is_live", False))
         fps = float(getattr(src, "fps", 0.0) or 0.0)
         can_seek = hasattr(src, "seek")
+        if self.ready is not None and not live:
+            t_give_up = time.monotonic() + 60.0
+            while not self.ready.is_set() and not self._stop.is_set() and time.monotonic() < t_give_up:
+                self.ready.wait(0.05)
         it = iter(src)
         t_ref = idx_ref = None
         t_next = 0.0  # when the next frame is due (keeps the rhythm across a loop's rewind)
@@ -365,9 +394,13 @@ class CaptureThread(QThread):
                     t_ref, idx_ref, t_next = now, fr.index, now + 1.0 / fps
                 now = time.monotonic()
             self.meter.tick(now)
+            self.frames_read += 1
+            if self.t_first is None:
+                self.t_first = now
+            self.t_last = now
             self._last = fr
             self.backoff.reset()
-            self.slot.put(Captured(fr, now, self.generation))
+            self.slot.put(Captured(fr, now, self.generation, self.frames_read))
             if now - self._last_pos_emit > 0.05 or self._paused:
                 self._last_pos_emit = now
                 self.position.emit(fr.index)

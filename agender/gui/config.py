@@ -20,6 +20,7 @@ class GuiConfig:
     device: str | None = None
     models: str | None = None
     privacy: bool = False
+    stats_json: str | None = None  # write the run's live figures here when the window closes
     max_speed: bool = False  # files: decode as fast as possible instead of at their native fps
 
     @classmethod

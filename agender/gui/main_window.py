@@ -21,9 +21,11 @@ from PyQt5.QtWidgets import (QAction, QApplication, QLabel, QMainWindow, QScroll
                              QWidget)
 
 from agender.errors import AgenderError
+from agender.gui.adapt import MODES
 from agender.gui.capture import Backoff, CaptureThread, FrameSlot, is_live_spec, list_cameras
 from agender.gui.dialogs import Dialogs, fetch_name, start_fetch
 from agender.gui.kiosk import apply_kiosk, paint_idle
+from agender.gui.livestats import RunStats, write_json
 from agender.gui.overlay import OverlayOptions
 from agender.gui.panel import ControlPanel
 from agender.gui.settings import Settings
@@ -60,7 +62,8 @@ class MainWindow(QMainWindow):
                  dialogs: Dialogs | None = None, opener: Callable[[str], Any] = open_source,
                  backoff: Callable[[], Backoff] = Backoff, realtime: bool = True,
                  analyzer_factory: Callable[..., Any] | None = None,
-                 exit_after: int | None = None, screenshot: str | None = None, probe_cameras: bool = True):
+                 exit_after: int | None = None, screenshot: str | None = None, probe_cameras: bool = True,
+                 stats_json: str | None = None):
         super().__init__()
         self.settings = settings or Settings()
         self.automated = exit_after is not None
@@ -73,13 +76,17 @@ class MainWindow(QMainWindow):
         self.realtime = realtime
         self.exit_after = exit_after
         self.screenshot_path = screenshot
+        self.stats_json = stats_json
+        self.run_stats = RunStats()
+        self._stats_base: tuple | None = None  # (frames read, dropped, t, missed) when the run's figures start
+        self._drops_prev = 0
         self.exit_code = 0
         self.setWindowTitle("agender — live monitor")
         self.setAcceptDrops(True)
 
         cfg = config or self.settings.model_config()
         ov = overlay or self.settings.overlay()
-        self.slot = FrameSlot()
+        self.slot = FrameSlot(capacity=2)  # room for one frame of jitter; beyond it the newest wins
         self.capture: CaptureThread | None = None
         self.source_spec: str | None = None
         self.source_info: dict = {}
@@ -100,6 +107,7 @@ class MainWindow(QMainWindow):
         # widgets
         self.view = VideoView()
         self.view.idle_painter = paint_idle
+        self.view.on_painted = lambda ms: self.run_stats.painted(ms) if self.view.has_frame else None
         self.transport = TransportBar()
         self.panel = ControlPanel()
         self.panel.set_model_config(cfg)
@@ -281,6 +289,9 @@ class MainWindow(QMainWindow):
         self._stop_capture()
         self._epoch += 1
         self.slot.reset()  # and "Dropped" counts this source's frames only
+        self.run_stats.reset()
+        self._stats_base: tuple | None = None
+        self.worker.stale_seqs = []  # sequence numbers restart with the new capture thread
         self.seen.clear()
         self.source_spec = spec
         self.source_info = {}
@@ -296,7 +307,7 @@ class MainWindow(QMainWindow):
         live = is_live_spec(spec)
         cap = CaptureThread(spec, self.slot, opener=self.opener, realtime=self.realtime,
                             loop=self.transport.loop_box.isChecked(), backoff=self.backoff_factory(),
-                            generation=self._epoch << 20)
+                            generation=self._epoch << 20, ready=self.worker.ready)
         cap.opened.connect(self._on_opened)
         cap.failed.connect(self._on_source_failed)
         cap.position.connect(self.transport.set_position)
@@ -511,6 +522,12 @@ class MainWindow(QMainWindow):
             self.view.set_banner(self.source_warning)  # a transient message is over; a warning about the source stays
         now = time.monotonic()
         self.latency_ms = _ema(self.latency_ms, 1000.0 * (now - res.captured.t_capture))
+        if self.worker.analyzer is not None:
+            if self.run_stats.displayed == 0:  # the run's figures start at the first analysed frame
+                cap = self.capture
+                self._stats_base = (res.captured.seq, res.captured.t_capture,
+                                    getattr(cap.source, "missed", 0) if cap is not None else 0)
+            self.run_stats.shown(res.captured.t_capture, now, res.stage_ms, getattr(res, "mode", ""))
         self.seen.add(now, res.faces, res.captured.generation)
         if now - self._t_readout >= READOUT_PERIOD_S:
             self._t_readout = now
@@ -540,7 +557,17 @@ class MainWindow(QMainWindow):
         dev = self.models_info.get("device", "") if self.worker.analyzer is not None else "no model loaded"
         self.status_label.setText(
             f"capture {cap_fps:.1f} fps · processing {res.proc_fps:.1f} fps · latency {self.latency_ms:.0f} ms"
-            f" · {len(res.faces)} face{'s' * (len(res.faces) != 1)} · {dev}")  # recording: the red rec_label
+            f" · {len(res.faces)} face{'s' * (len(res.faces) != 1)} · {dev} · {self.mode_text()}")
+        # recording: the red rec_label
+
+    def mode_text(self) -> str:
+        """What the status bar says about keeping up (agender.gui.adapt.MODES, then dropping)."""
+        text = self.worker.mode.text
+        dropped = self.slot.dropped
+        if dropped > self._drops_prev:  # since the last readout
+            text += "; dropping frames (newest wins)"
+        self._drops_prev = dropped
+        return text
 
     # -- snapshot / record --------------------------------------------------------------------
     def snapshot(self, path: str | None = None) -> str | None:
@@ -647,10 +674,50 @@ class MainWindow(QMainWindow):
         if self._finished:
             return
         self._finished = True
+        if self.stats_json:
+            self.write_stats(self.stats_json)
         if self.screenshot_path:
             self.save_screenshot(self.screenshot_path)
         self.close()
         self.finished_run.emit(self.exit_code)
+
+    def live_stats(self) -> dict:
+        """The run's figures (``--stats-json``): rates over the whole run of the current source."""
+        cap, w = self.capture, self.worker
+        base_seq, t0, base_missed = self._stats_base or (1, None, 0)
+        base_seq = max(1, base_seq)
+        captured = cap.frames_read - base_seq + 1 if cap is not None else 0
+        t0 = t0 if t0 is not None else (cap.t_first if cap is not None else None)
+        cap_span = (cap.t_last - t0) if cap is not None and t0 is not None and cap.t_last is not None else 0.0
+        missed = getattr(cap.source, "missed", None) if cap is not None else None
+        mine = w.run_epoch == self._epoch
+        processed = w.run_processed if mine else 0
+        proc_span = (w.t_last_done - w.t_first_done) if mine and w.t_first_done is not None else 0.0
+        dev = self.models_info.get("device", "") if w.analyzer is not None else "no model loaded"
+        return self.run_stats.to_dict(
+            captured=captured, capture_span_s=cap_span, processed=processed, process_span_s=proc_span,
+            dropped=self.dropped_frames(since_seq=base_seq), device=dev,
+            source_missed=None if missed is None else int(missed - base_missed), source=self.source_spec or "", mode=w.mode.name,
+            dropped_indices=list(self.slot.dropped_indices),
+            mode_changes=[{"t_s": round(t - (cap.t_first or t), 2) if cap is not None else 0.0, "mode": MODES[lv].name,
+                           "load": load} for t, lv, load in w.governor.history],
+            source_fps=float(self.source_info.get("fps") or 0.0), models=dict(self.models_info.get("config", {})),
+            detector=self.models_info.get("detector"), estimator=self.models_info.get("estimator"))
+
+    def dropped_frames(self, since_seq: int = 1) -> int:
+        """Frames of this source read (from capture sequence number ``since_seq`` on) but never
+        analysed: dropped by the mailbox, or skipped as stale after a model load."""
+        n = sum(1 for q in self.slot.dropped_seqs if q >= since_seq)
+        return n + sum(1 for q in list(self.worker.stale_seqs) if q >= since_seq)
+
+    def write_stats(self, path: str) -> bool:
+        try:
+            write_json(path, self.live_stats())
+            return True
+        except (OSError, ValueError) as exc:
+            log.error("could not write %s: %s", path, exc)
+            self.exit_code = 1
+            return False
 
     def save_screenshot(self, path: str) -> bool:
         self.chart.set_summary(self.seen.summary())
@@ -691,8 +758,11 @@ class MainWindow(QMainWindow):
         if not self.kiosk and not self.isFullScreen() and not self.automated:
             self.settings.set_geometry(self.saveGeometry())
         self.settings.sync()  # models and overlay were saved when the user changed them
-        if self.screenshot_path and not self._finished:
+        if (self.screenshot_path or self.stats_json) and not self._finished:
             self._finished = True
-            self.save_screenshot(self.screenshot_path)
+            if self.stats_json:
+                self.write_stats(self.stats_json)
+            if self.screenshot_path:
+                self.save_screenshot(self.screenshot_path)
         self.shutdown()
         super().closeEvent(event)

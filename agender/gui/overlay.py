@@ -146,14 +146,27 @@ def paint_faces(img: QImage, faces: Faces, opts: OverlayOptions, scale: float = 
     p.end()
 
 
+def scale_for_display(frame_bgr: np.ndarray, tw: int, th: int) -> np.ndarray:
+    """``frame_bgr`` at (tw, th), once, in ~1 ms for 720p → 936 px. Why not INTER_AREA for every
+    downscale: at a non-integer ratio it costs ~6 ms a 720p frame (a sixth of a 30 fps frame
+    time) where bilinear needs 0.8 ms and looks the same down to half size; below half size an
+    integer-ratio area step (its fast path) comes first, so nothing aliases."""
+    h, w = frame_bgr.shape[:2]
+    if tw >= w / 2 and th >= h / 2:
+        return cv2.resize(frame_bgr, (tw, th), interpolation=cv2.INTER_LINEAR)
+    k = max(1, min(w // tw, h // th))
+    if k > 1:
+        frame_bgr = cv2.resize(frame_bgr, (w // k, h // k), interpolation=cv2.INTER_AREA)
+    if frame_bgr.shape[1] == tw and frame_bgr.shape[0] == th:
+        return frame_bgr
+    return cv2.resize(frame_bgr, (tw, th), interpolation=cv2.INTER_LINEAR)
+
+
 def render_display(frame_bgr: np.ndarray, faces: Faces, box: tuple[int, int], opts: OverlayOptions) -> QImage:
     """The frame fitted into ``box`` (w, h) with overlays, ready to blit."""
     h, w = frame_bgr.shape[:2]
     tw, th = fit_size(w, h, *box)
-    if (tw, th) == (w, h):
-        img = frame_bgr
-    else:
-        img = cv2.resize(frame_bgr, (tw, th), interpolation=cv2.INTER_AREA if tw < w else cv2.INTER_LINEAR)
+    img = frame_bgr if (tw, th) == (w, h) else scale_for_display(frame_bgr, tw, th)
     if opts.privacy and len(faces):
         img = img.copy() if img is frame_bgr else img
         blur_faces(img, faces.xyxy * (tw / w))

@@ -6,6 +6,7 @@ no picture — starting, a camera that is gone — it paints a message or the ki
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +34,8 @@ class VideoView(QWidget):
         self.idle = False  # kiosk idle screen instead of the picture
         self.idle_painter: Callable[[QPainter, QRect, str], None] | None = None
         self.frames_shown = 0
+        self.on_painted: Callable[[float], None] | None = None  # ms each paint took (the stats' "paint")
+        self.paint_ms = 0.0
         self.recording = False  # paints a red "● REC" badge over the picture (seen in fullscreen too)
         self.setFocusPolicy(Qt.ClickFocus)  # a click on the video takes the keys back from the panel
 
@@ -99,6 +102,13 @@ class VideoView(QWidget):
         self.resized.emit(self.width(), self.height())
 
     def paintEvent(self, event) -> None:  # noqa: N802
+        t0 = time.perf_counter()
+        self._paint()
+        self.paint_ms = 1000.0 * (time.perf_counter() - t0)
+        if self.on_painted is not None:
+            self.on_painted(self.paint_ms)
+
+    def _paint(self) -> None:
         p = QPainter(self)
         p.fillRect(self.rect(), QColor(16, 18, 22))
         if self.idle and self.idle_painter is not None:

@@ -7,10 +7,20 @@ new models are ready). A model that fails to load leaves the previous one runnin
 
 Output goes through a one-slot mailbox too (:attr:`InferenceWorker.results`): if the UI thread
 is ever slower than inference, it skips stale pictures instead of queueing them.
+
+What the offline pipeline knows, live: the worker runs the detector *ahead* in a helper thread
+(:class:`_DetectAhead`: capture mailbox → downscale + detect → a one-frame hand-over → this
+thread: track, estimate, draw), so on two cores detection of frame k+1 overlaps estimation and
+drawing of frame k; each native library gets half the cores (one onnxruntime / OpenCV thread
+each on 2 cores: wider pools only spin against each other). Frames are handed on by reference,
+never copied. When the machine cannot keep up, :class:`~agender.gui.adapt.Governor` steps down
+through :data:`~agender.gui.adapt.MODES` (detect every 2nd, then 4th frame, tracking between)
+and the window's status says which mode it is in.
 """
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -22,6 +32,7 @@ from PyQt5.QtGui import QImage
 
 from agender.errors import AgenderError
 from agender.faces import Faces
+from agender.gui.adapt import MODES, Governor
 from agender.gui.capture import Captured, FrameSlot, RateMeter
 from agender.gui.overlay import OverlayOptions, render_display, render_full
 from agender.gui.recorder import open_recorder
@@ -59,6 +70,7 @@ class Result:
     t_done: float  # time.monotonic() when rendering finished
     stage_ms: dict[str, float] = field(default_factory=dict)
     proc_fps: float = 0.0
+    mode: str = "full"  # the adaptation mode this frame was analysed in (agender.gui.adapt.MODES)
 
 
 def _build(config: ModelConfig, old: Any, old_config: ModelConfig | None, factory: Callable[..., Any]) -> Any:
@@ -70,8 +82,69 @@ def _build(config: ModelConfig, old: Any, old_config: ModelConfig | None, factor
             det = old.detector
         if not config.needs_new_estimator(old_config):
             est = old.estimator
-    return factory(detector=det, estimator=est, device=config.device, models=config.models,
-                   detect_width=config.detect_width, conf=config.conf, padding=config.padding)
+    from agender.cli.common import offline_threads
+
+    with offline_threads():  # sessions made now keep half the cores each (see the module docstring)
+        an = factory(detector=det, estimator=est, device=config.device, models=config.models,
+                     detect_width=config.detect_width, conf=config.conf, padding=config.padding)
+    _warm_up(an)
+    return an
+
+
+def _warm_up(an: Any) -> None:
+    """First inferences allocate and plan (tens of ms): do them now, not on the first frames."""
+    try:
+        img = np.zeros((720, 1280, 3), np.uint8)
+        if getattr(an, "detector", None) is not None:
+            an.detect(img)
+        an.estimate([np.full((128, 128, 3), 96, np.uint8)])
+        an.times.__init__()  # keep the warm-up out of the per-stage figures
+    except Exception:  # noqa: BLE001 - a fake or an odd model: the first frame warms it instead
+        log.debug("warm-up skipped", exc_info=True)
+
+
+class _DetectAhead(threading.Thread):
+    """Capture mailbox → downscale + detect → :attr:`InferenceWorker._ahead` (one frame).
+
+    Detection is scheduled here by the worker's mode (every frame, or every Nth since the
+    source's generation changed); the frame, its faces (``None`` = not detected), whether
+    detection was wanted and the seconds this thread was busy travel together."""
+
+    def __init__(self, worker: "InferenceWorker"):
+        super().__init__(name="agender-detect-ahead", daemon=True)
+        self.w = worker
+        self._gen: int | None = None
+        self._k = 0
+
+    def run(self) -> None:
+        w = self.w
+        while not w._stop.is_set():
+            item = w.inbox.get(timeout=0.05)
+            if item is None:
+                continue
+            t0 = time.perf_counter()
+            if item.generation != self._gen:
+                self._gen, self._k = item.generation, 0
+            every = MODES[w.level].detect_every
+            want = self._k % every == 0
+            self._k += 1
+            faces, det_s = None, 0.0
+            an = w.analyzer
+            if want and an is not None and getattr(an, "detector", None) is not None:
+                try:
+                    small = an.downscale(item.frame.image)
+                    t1 = time.perf_counter()
+                    faces = an.detect(item.frame.image, small=small)
+                    det_s = time.perf_counter() - t1 + (t1 - t0)
+                except Exception:  # noqa: BLE001 - the worker detects again and reports the error
+                    faces = None
+            busy = time.perf_counter() - t0
+            while not w._stop.is_set():
+                try:
+                    w._ahead.put((item, faces, want, det_s, busy), timeout=0.05)
+                    break
+                except queue.Full:
+                    continue
 
 
 class InferenceWorker(QThread):
@@ -105,6 +178,7 @@ class InferenceWorker(QThread):
         self.frames = 0  # frames analysed since start (read by tests and the soak)
         self.meter = RateMeter()
         self._pending: ModelConfig | None = config
+        self.ready = threading.Event()  # set once the first models are loaded (or failed to)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._rerender = False
@@ -114,6 +188,19 @@ class InferenceWorker(QThread):
         self._tracked: Any = None  # TrackedAnalyzer around self.analyzer (None: not tracking)
         self._generation = -1
         self.last_error = ""  # the analysis error reported last ("" = frames analyse fine)
+        self.governor = Governor()
+        self._t_loaded = 0.0  # time.monotonic() when the models in use finished loading
+        self.stale_seqs: list[int] = []  # capture seqs of frames skipped as stale after a model load
+        self.level = 0  # index into MODES (read by the detect-ahead thread)
+        self.adaptive = True  # False: never leave "full" (tests that need every frame detected)
+        self._ahead: queue.Queue = queue.Queue(maxsize=1)
+        self._ahead_thread: _DetectAhead | None = None
+        self._held = Faces()  # untracked degraded mode: the last detected faces, shown on frames between
+        # frames analysed (with models) from the source opened last, and when the first/last was done
+        self.run_epoch = -1
+        self.run_processed = 0
+        self.t_first_done: float | None = None
+        self.t_last_done: float | None = None
 
     # -- control (UI thread) --------------------------------------------------------------
     def set_models(self, config: ModelConfig) -> None:
@@ -141,27 +228,52 @@ class InferenceWorker(QThread):
         return self._recorder is not None
 
     # -- thread body ----------------------------------------------------------------------
+    @property
+    def mode(self):
+        return MODES[self.level]
+
     def run(self) -> None:  # noqa: D401 - QThread entry point
+        import cv2
+
+        from agender.cli.common import _physical_cores
+
+        cv2.setNumThreads(max(1, _physical_cores() // 2))  # the same split as offline (process-wide)
+        self._ahead_thread = _DetectAhead(self)
+        self._ahead_thread.start()
         try:
             while not self._stop.is_set():
                 self._apply_pending()
                 self._apply_record_cmd()
-                item = self.inbox.get(timeout=0.05)
-                if item is None:
+                again = False
+                try:
+                    got = self._ahead.get(timeout=0.05)
+                except queue.Empty:
                     if self._rerender and self._last is not None:
-                        item = self._last
+                        got, again = (self._last, None, True, 0.0, 0.0), True
                     else:
                         continue
                 self._rerender = False
+                item = got[0]
+                if not again and item.seq and item.t_capture < self._t_loaded:
+                    # read while models were loading (a live source does not wait): seconds old, skip it
+                    self.stale_seqs.append(item.seq)
+                    continue
                 try:
-                    self._process(item)
+                    self._process(*got)
                 except Exception as exc:  # noqa: BLE001 - a bug in one frame must not stop the video
                     log.exception("frame %s could not be shown", getattr(item.frame, "index", "?"))
                     self.error.emit(f"frame could not be shown: {type(exc).__name__}: {exc}")
         finally:
             self._close_recorder()
+            self._ahead_thread.join(1.0)
 
     def _apply_pending(self) -> None:
+        try:
+            self._load_pending()
+        finally:
+            self.ready.set()
+
+    def _load_pending(self) -> None:
         with self._lock:
             cfg, self._pending = self._pending, None
         if cfg is None or cfg == self.config:
@@ -175,7 +287,11 @@ class InferenceWorker(QThread):
                                          else float(cfg.padding))
             else:
                 self.analyzer = _build(cfg, self.analyzer, self.config, self.factory)
+                self._t_loaded = time.monotonic()
             self._tracked = None  # new models or knobs: tracks start afresh
+            if cfg.tracking:
+                self._warm_up_tracking()
+            self.governor.reset()
             self.config = cfg
         except Exception as exc:  # noqa: BLE001 - a bad model must not take the window down
             msg = str(exc) if isinstance(exc, AgenderError) else f"{type(exc).__name__}: {exc}"
@@ -184,6 +300,19 @@ class InferenceWorker(QThread):
             return
         self._rerender = True
         self.models_loaded.emit(self._describe())
+
+    def _warm_up_tracking(self) -> None:
+        """The tracker's first frame imports and sets up ByteTrack (~0.8 s): not on the video's."""
+        try:
+            from agender.io.sources import Frame
+
+            ta = self.tracked_factory(self.analyzer, 25.0)
+            img = np.zeros((360, 640, 3), np.uint8)
+            for i in range(2):
+                ta.process(Frame(i, i / 25.0, img))
+            self.analyzer.times.__init__()
+        except Exception:  # noqa: BLE001 - the first real frame does it instead
+            log.debug("tracking warm-up skipped", exc_info=True)
 
     def _describe(self) -> dict:
         if self.analyzer is None:
@@ -219,26 +348,54 @@ class InferenceWorker(QThread):
         except Exception as exc:  # noqa: BLE001
             self.recording.emit(False, f"recording failed: {exc}")
 
-    def _analyze(self, item: Captured) -> Faces:
+    def _analyze(self, item: Captured, detected: Faces | None, want: bool) -> tuple[Faces, float]:
+        """This frame's faces, and the detector seconds spent here (not ahead)."""
         an = self.analyzer
-        if self.config is None or not self.config.tracking:
-            return an(item.frame.image)
-        if self._tracked is None or item.generation != self._generation:
-            # new source, seek or loop: the people on screen are not the same tracks
-            self._tracked = self.tracked_factory(an, self.source_fps)
+        new_gen = item.generation != self._generation
+        if new_gen:
             self._generation = item.generation
-        return self._tracked.process(item.frame)
+            self._tracked = None  # new source, seek or loop: the people on screen are not the same tracks
+            self._held = Faces()
+            self.governor.reset()
+        if self.config is None or not self.config.tracking:
+            if not want and not new_gen and len(self._held):
+                return self._held, 0.0  # degraded, between detections: keep the last boxes and labels
+            sync = 0.0
+            if detected is None:
+                t0 = time.perf_counter()
+                detected = an.detect(item.frame.image)
+                sync = time.perf_counter() - t0
+            faces = an.analyze_frames([item.frame.image], detections=[detected])[0]
+            self._held = faces
+            return faces, sync
+        if self._tracked is None:
+            self._tracked = self.tracked_factory(an, self.source_fps)
+        st = getattr(self._tracked, "stage", None)
+        mode = self.mode
+        if st is not None and st.detect_every != mode.detect_every:
+            st.detect_every, st.reestimate_every = mode.detect_every, mode.reestimate_every
+            st.tracker.detect_every = mode.detect_every  # the Kalman step between detections
+        try:
+            faces = self._tracked.process(item.frame, detected=detected, want=want)
+        except TypeError:  # a tracked analyzer without detections made ahead (tests, plug-ins)
+            faces = self._tracked.process(item.frame)
+        return faces, float(getattr(self._tracked, "sync_detect_s", 0.0) or 0.0)
 
-    def _process(self, item: Captured) -> None:
+    def _process(self, item: Captured, detected: Faces | None = None, want: bool = True, det_ahead_s: float = 0.0,
+                 busy_ahead_s: float = 0.0) -> None:
+        t_start = time.perf_counter()
         self._last = item
         image = item.frame.image
         faces = Faces()
         stage_ms: dict[str, float] = {}
         an = self.analyzer
+        mode = self.mode
         if an is not None:
             before = replace(an.times)
+            t_an = time.perf_counter()
+            sync_det = 0.0
             try:
-                faces = self._analyze(item)
+                faces, sync_det = self._analyze(item, detected, want)
                 self.last_error = ""
             except Exception as exc:  # noqa: BLE001 - show the frame, report once
                 msg = str(exc) if isinstance(exc, AgenderError) else f"{type(exc).__name__}: {exc}"
@@ -246,8 +403,13 @@ class InferenceWorker(QThread):
                     self.last_error = msg
                     log.warning("analysis failed: %s", msg)
                     self.error.emit(msg)
+            t_an = time.perf_counter() - t_an
             t = an.times
-            stage_ms = {k: 1000.0 * (getattr(t, k) - getattr(before, k)) for k in ("resize", "detect", "crop", "estimate")}
+            # the detect-ahead thread adds to an.times.resize/detect concurrently: count those per frame instead
+            stage_ms = {k: 1000.0 * (getattr(t, k) - getattr(before, k)) for k in ("crop", "estimate")}
+            stage_ms["detect"] = 1000.0 * (det_ahead_s + sync_det)
+            # "track": everything of the analysis that is not a model (tracker, cut detector, bookkeeping)
+            stage_ms["track"] = max(0.0, 1000.0 * (t_an - sync_det) - stage_ms["crop"] - stage_ms["estimate"])
         if self._recorder is not None:
             try:
                 self._recorder.write(item.frame, faces)
@@ -264,7 +426,20 @@ class InferenceWorker(QThread):
         stage_ms["draw"] = 1000.0 * (now - t0)
         self.meter.tick(now)
         self.frames += 1
-        self.results.put(Result(item, faces, display, now, stage_ms, self.meter.rate))
+        if an is not None and self.adaptive:
+            fps = self.source_fps if self.source_fps and self.source_fps > 0 else 25.0
+            level = self.governor.update({"detect": busy_ahead_s, "worker": time.perf_counter() - t_start}, 1.0 / fps)
+            if level != self.level:
+                self.level = level
+                log.warning("live monitor: %s (load %.2f of the source's frame time)",
+                            MODES[level].text if level else "keeping up again: every frame", self.governor.load)
+        if an is not None:
+            epoch = item.generation >> 20
+            if epoch != self.run_epoch:
+                self.run_epoch, self.run_processed, self.t_first_done = epoch, 0, now
+            self.run_processed += 1
+            self.t_last_done = now
+        self.results.put(Result(item, faces, display, now, stage_ms, self.meter.rate, mode.name))
         self.result_ready.emit()
 
 

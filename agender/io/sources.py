@@ -466,9 +466,91 @@ def _why_not_video(spec: str, timeout_s: float = 5.0) -> str:
         return f"not a decodable video: {msg}" if not is_url(spec) else msg
 
 
+class SyntheticCamera:
+    """A test camera: ``synthetic:WxH@FPS[:FILE]`` delivers frames at a fixed rate, like a webcam.
+
+    Frames come from ``FILE`` (looped, resized to WxH; decoded as they are due, which costs
+    about what a webcam's MJPEG decode does) or, without a file, a moving test pattern. It is
+    live: frames are due on a fixed clock whether or not anyone keeps up (one that is read too
+    late is skipped, as a camera driver overwrites its buffer; :attr:`missed` counts them), so
+    the live monitor can be measured at 30 fps on a machine without a camera.
+    """
+
+    is_live = True
+    frame_count = None
+
+    def __init__(self, width: int = 1280, height: int = 720, fps: float = 30.0, content: str | None = None):
+        self.width, self.height, self.fps = int(width), int(height), float(fps)
+        if not (self.width > 0 and self.height > 0 and 0 < self.fps <= 1000):
+            raise SourceError(f"synthetic:{width}x{height}@{fps}: needs a positive size and 0 < fps <= 1000")
+        self.content = content
+        self.name = f"synthetic{self.width}x{self.height}@{self.fps:g}"
+        self.missed = 0
+        self._video = VideoSource(content) if content else None
+
+    def _images(self) -> Iterator[np.ndarray]:
+        if self._video is None:
+            base = np.zeros((self.height, self.width, 3), np.uint8)
+            base[..., 0] = np.linspace(0, 255, self.width, dtype=np.uint8)[None, :]
+            k = 0
+            while True:
+                img = base.copy()
+                x = (8 * k) % max(1, self.width - 64)
+                img[self.height // 3: self.height // 3 + 64, x: x + 64] = 255
+                k += 1
+                yield img
+        while True:
+            n = 0
+            for fr in self._video:
+                n += 1
+                img = fr.image
+                if img.shape[1] != self.width or img.shape[0] != self.height:
+                    img = cv2.resize(img, (self.width, self.height), interpolation=cv2.INTER_AREA)
+                yield img
+            if n == 0:
+                raise SourceError(f"{self.content}: no frames to play as a synthetic camera")
+            self._video.seek(0)
+
+    def __iter__(self) -> Iterator[Frame]:
+        images = self._images()
+        t0 = time.monotonic()
+        tick = 0
+        while True:
+            due = t0 + tick / self.fps
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            else:
+                late = int((now - due) * self.fps)  # whole intervals missed: a camera would have overwritten them
+                if late:
+                    self.missed += late
+                    tick += late
+            img = next(images)
+            yield Frame(tick, tick / self.fps, img, self.name)
+            tick += 1
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.close()
+
+
+def parse_synthetic(spec: str) -> tuple[int, int, float, str | None] | None:
+    """``synthetic:1280x720@30[:FILE]`` → (1280, 720, 30.0, FILE or None); ``None`` if not one."""
+    import re
+
+    m = re.fullmatch(r"synthetic:(\d+)x(\d+)@([0-9.]+)(?::(.+))?", str(spec))
+    if not m:
+        return None
+    return int(m.group(1)), int(m.group(2)), float(m.group(3)), m.group(4)
+
+
 def open_source(spec: str | int, **kwargs) -> Source:
-    """``cam:0`` → camera, URL → stream, image file → one-image source, else a video file."""
+    """``cam:0`` → camera, URL → stream, image file → one-image source,
+    ``synthetic:WxH@FPS[:FILE]`` → a fixed-rate test camera, else a video file."""
     s = str(spec)
+    syn = parse_synthetic(s)
+    if syn is not None and not Path(s).exists():
+        return SyntheticCamera(*syn)
     cam = parse_camera(s)
     if cam is not None and not Path(s).exists():
         return CameraSource(cam)
