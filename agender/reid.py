@@ -25,9 +25,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-MIN_FRAMES = 6  # a track is described when it is this many frames old (its clearest face so far)
-AGAIN = (24, 96)  # ... and again at these ages when a face ×BETTER clearer came since
-MAX_PER_TRACK = 3  # descriptors per track at most
+MIN_FRAMES = 8  # a track is described when it is this many frames old (its clearest face so far)
+AGAIN = (48,)  # ... and again at these ages when a face ×BETTER clearer came since
+MAX_PER_TRACK = 2  # descriptors per track at most
 CROP_SIDE = 200  # the kept crop (face + 30 % margin) is at most this many pixels on a side
 PER_PERSON = 24  # descriptors kept per person (the first ones and the best ones)
 DEFAULT_THRESHOLD = 0.5
