@@ -25,12 +25,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-MIN_FRAMES = 8  # a track is described when it is this many frames old (its clearest face so far)
-AGAIN = (48,)  # ... and again at these ages when a face ×BETTER clearer came since
-MAX_PER_TRACK = 2  # descriptors per track at most
+MIN_FRAMES = 12  # a track is described when it is this many frames old (its clearest face so far)
+AGAIN = ()  # ... and again at these ages when a face ×BETTER clearer came since
+MAX_PER_TRACK = 1  # descriptors per track at most (dlib holds the GIL ~0.1 s a face: the cost)
+CUE_P, CUE_AGE = 0.5, 15.0  # two groups this far apart in mean P(male) / age are never one person
 CROP_SIDE = 200  # the kept crop (face + 30 % margin) is at most this many pixels on a side
 PER_PERSON = 24  # descriptors kept per person (the first ones and the best ones)
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = 0.6  # dlib's own operating point; see docs/people.md for the sweep
 BETTER = 1.5  # a later face of a track is described again when its quality is ×1.5 its best
 
 
@@ -205,6 +206,7 @@ class ReidStage:
         self._best: dict[int, tuple[float, np.ndarray]] = {}  # live track → (quality, crop) not yet described
         self.vectors: dict[int, list[list[float]]] = {}  # track → its descriptors
         self.covisible: set[tuple[int, int]] = set()
+        self.cues: dict[int, tuple[float, float]] = {}  # track → its latest (p_male_avg, age_avg)
         self.described = 0
         self._final: dict[int, int] | None = None
 
@@ -248,6 +250,9 @@ class ReidStage:
         for i, tid in enumerate(tids):
             if tid < 0:
                 continue
+            pm, age = float(faces.p_male_avg[i]), float(faces.age_avg[i])
+            if math.isfinite(pm) and math.isfinite(age):
+                self.cues[tid] = (pm, age)
             k = self._frames.get(tid, 0) + 1
             self._frames[tid] = k
             q = float(quality[i])
@@ -299,7 +304,8 @@ class ReidStage:
                         ib = [pos[t] for t in clusters[b]]
                         d = float(pair[np.ix_(ia, ib)].mean())
                         if d < self.threshold and (best is None or d < best[0]) and not any(
-                                (min(s, t), max(s, t)) in self.covisible for s in clusters[a] for t in clusters[b]):
+                                (min(s, t), max(s, t)) in self.covisible for s in clusters[a] for t in clusters[b]) \
+                                and not self._unlike(clusters[a], clusters[b]):
                             best = (d, a, b)
                 if best is None:
                     break
@@ -310,6 +316,18 @@ class ReidStage:
             for t in clusters[root]:
                 self._final[t] = k
         return self._final
+
+    def _unlike(self, a: list[int], b: list[int]) -> bool:
+        """The estimator's own view of the two groups differs too much for one person: mean
+        P(male) more than :data:`CUE_P` apart or mean age more than :data:`CUE_AGE` years."""
+        def mean(ts):
+            c = [self.cues[t] for t in ts if t in self.cues]
+            return (sum(x for x, _ in c) / len(c), sum(y for _, y in c) / len(c)) if c else None
+
+        ma, mb = mean(a), mean(b)
+        if ma is None or mb is None:
+            return False
+        return abs(ma[0] - mb[0]) > CUE_P or abs(ma[1] - mb[1]) > CUE_AGE
 
     @property
     def merges(self) -> int:
@@ -328,7 +346,8 @@ class ReidStage:
                 "count": sorted(self._count.items()), "descq": sorted(self._descq.items()),
                 "best": [[t, enc(c)] for t, c in sorted(self._best.items())],
                 "vectors": [[t, v] for t, v in sorted(self.vectors.items())],
-                "covisible": sorted(self.covisible), "described": self.described}
+                "covisible": sorted(self.covisible), "described": self.described,
+                "cues": [[t, list(c)] for t, c in sorted(self.cues.items())]}
 
     def load_state_dict(self, state: dict) -> None:
         import base64
@@ -343,5 +362,6 @@ class ReidStage:
             self._best[int(t)] = (float(q), crop, np.asarray(box, np.float32))
         self.vectors = {int(t): [[float(x) for x in v] for v in vs] for t, vs in state["vectors"]}
         self.covisible = {(int(a), int(b)) for a, b in state["covisible"]}
+        self.cues = {int(t): (float(c[0]), float(c[1])) for t, c in state.get("cues", [])}
         self.described = int(state.get("described", 0))
         self._final = None

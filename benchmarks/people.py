@@ -91,11 +91,48 @@ def score(outdir: Path, stem: str, truth: dict) -> dict:
             "persons": detail}
 
 
+def sweep(stage, outdir: Path, stem: str, truth: dict, thresholds) -> dict:
+    """Counts at other thresholds from the same descriptors (no new run): people on screen
+    ≥ 1 s, merges, splits, noise, as :func:`score` counts them."""
+    rows = list(csv.DictReader(open(outdir / f"{stem}.csv", encoding="utf-8")))
+    side = json.loads((outdir / f"{stem}.json").read_text())
+    fps = (side.get("video") or {}).get("fps") or 25.0
+    frames = collections.Counter(int(r["face_id"]) for r in rows if r.get("face_id"))
+    actors = track_actors(rows, truth["points"])
+    out = {}
+    saved = stage.threshold
+    for th in thresholds:
+        stage.threshold, stage._final = th, None
+        groups = collections.defaultdict(list)
+        for fid, pid in stage.final_map().items():
+            groups[pid].append(fid)
+        people = merges = noise = 0
+        per_actor = collections.Counter()
+        for fids in groups.values():
+            if sum(frames[f] for f in fids) / fps < 1.0:
+                continue
+            people += 1
+            votes = collections.Counter()
+            for f in fids:
+                if actors.get(f) and actors[f] != truth.get("not_a_person", "none"):
+                    votes[actors[f]] += frames[f]
+            if not votes:
+                noise += 1
+                continue
+            merges += len(votes) - 1
+            per_actor[votes.most_common(1)[0][0]] += 1
+        out[th] = {"people": people, "merges": merges, "splits": sum(n - 1 for n in per_actor.values()), "noise": noise}
+    stage.threshold, stage._final = saved, None
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", nargs="*", default=None)
     ap.add_argument("--reid-threshold", type=float, default=None)
     ap.add_argument("--json", action="store_true", help="print one JSON object per clip")
+    ap.add_argument("--sweep", type=float, nargs="*", default=None, metavar="D",
+                    help="also re-cluster the same run's descriptors at these thresholds (counts, merges, splits)")
     args = ap.parse_args(argv)
     truth = json.loads(TRUTH.read_text())
     clips = args.clips or list(truth)
@@ -114,6 +151,15 @@ def main(argv=None) -> int:
             spent[0] += time.perf_counter() - t0
 
     reid.FaceEmbedder.embed = timed
+    stages = []
+    orig_final = reid.ReidStage.final_map
+
+    def keep(self):
+        if self not in stages:
+            stages.append(self)
+        return orig_final(self)
+
+    reid.ReidStage.final_map = keep
     results = []
     for clip in clips:
         with tempfile.TemporaryDirectory() as tmp:
@@ -124,6 +170,9 @@ def main(argv=None) -> int:
                 print(f"{clip}: agender analyze failed ({rc})", file=sys.stderr)
                 return rc
             r = score(Path(tmp), Path(clip).stem, truth[clip])
+            if args.sweep and stages:
+                r["sweep"] = sweep(stages[-1], Path(tmp), Path(clip).stem, truth[clip], args.sweep)
+            stages.clear()
             r["reid_ms_per_frame"] = round(1000 * spent[0] / max(1, r["frames"] or 1), 2)
             side = json.loads((Path(tmp) / f"{Path(clip).stem}.json").read_text())
             r["pipeline_ms_per_frame"] = round(1000 * side["wall_s"] / max(1, side["frames_analysed"]), 2)
@@ -138,6 +187,9 @@ def main(argv=None) -> int:
               f"of {r['pipeline_ms_per_frame']} ms/frame")
         for pid, actor, g, ok in r["persons"]:
             print(f"    person {pid}: {actor} {g} {ok}")
+        for th, row in (r.get("sweep") or {}).items():
+            print(f"    threshold {th}: people {row['people']}, merges {row['merges']}, splits {row['splits']}, "
+                  f"noise {row['noise']}")
     return 0
 
 

@@ -115,7 +115,7 @@ def test_stage_state_round_trips_exactly(analyzer, embedder):
     faces = analyzer.detect(img)
     faces = type(faces)(xyxy=faces.xyxy, det_conf=faces.det_conf, track_id=np.arange(len(faces)))
     st = ReidStage(embedder=embedder)
-    for k in range(5):
+    for k in range(9):
         st.process(img, faces, np.full(len(faces), 0.5, np.float32))
     state = json.loads(json.dumps(st.state_dict()))
     st2 = ReidStage(embedder=embedder)
@@ -125,7 +125,7 @@ def test_stage_state_round_trips_exactly(analyzer, embedder):
         b = st2.process(img, faces, np.full(len(faces), 0.5, np.float32))
         assert list(a) == list(b)
     assert st.vectors == st2.vectors and st.final_map() == st2.final_map()
-    assert st.described == len(faces)  # once per track (at its 8th frame), not every frame
+    assert st.described == len(faces)  # once per track (at its 12th frame), not every frame
     del Frame
 
 

@@ -91,7 +91,7 @@ def add_extension_options(p: argparse.ArgumentParser) -> None:
     r.add_argument("--no-reid", dest="reid", action="store_false", default=True,
                    help="no person_id column and no OUTDIR/<name>.people.csv (tracks are not joined into people)")
     r.add_argument("--reid-threshold", type=positive_float, default=None, metavar="D",
-                   help="face-descriptor distance under which two tracks are one person (default 0.5; "
+                   help="face-descriptor distance under which two tracks are one person (default 0.6, dlib's own; "
                         "lower splits more, higher merges more)")
     r.add_argument("--privacy", action="store_true",
                    help="face descriptors (identity data) and face crops stay in memory only, never in a "
