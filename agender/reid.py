@@ -209,6 +209,8 @@ class ReidStage:
         self.cues: dict[int, tuple[float, float]] = {}  # track → its latest (p_male_avg, age_avg)
         self.described = 0
         self._final: dict[int, int] | None = None
+        if self._embedder is None:  # load the model now (setup), not on the first track's 12th frame
+            self._embedder = FaceEmbedder()
 
     @property
     def embedder(self):
