@@ -60,7 +60,7 @@ def test_a_counted_persons_gender_change_is_an_event(qtbot):
     chart = StatsChart()
     qtbot.addWidget(chart)
     chart.set_summary(sm)
-    assert "1 people" in chart.headline() and "person 4: M→F" in chart.headline()
+    assert chart.headline() == "Seen, last 5 min: 1 people" and "person 4: M→F" in chart.events_line()
 
 
 def test_export_writes_one_row_per_interval(tmp_path):

@@ -284,17 +284,21 @@ class StatsChart(QWidget):
         self.update()
 
     def headline(self) -> str:
-        """The chart's first line: count, unit, pass and gender changes, e.g.
-        "Seen, last 5 min: 6 people (pass 2) · 1 gender change"."""
+        """The chart's first line: count, unit and pass, e.g. "Seen, last 5 min: 6 people (pass 2)"."""
         s = self.summary
         text = f"Seen, last {self.window_s / 60:.0f} min: {s.total} {s.unit_label}"
         if s.passes > 1:
             text += f" (pass {s.passes})"
-        if s.changes:
-            pid, a, b = s.changes[-1]
-            text += (f" · {len(s.changes)} gender change{'s' if len(s.changes) > 1 else ''}"
-                     f" (person {pid}: {a[:1].upper()}→{b[:1].upper()})")
         return text
+
+    def events_line(self) -> str:
+        """Gender changes of counted people, e.g. "1 gender change (person 4: M→F)"; "" if none."""
+        s = self.summary
+        if not s.changes:
+            return ""
+        pid, a, b = s.changes[-1]
+        return (f"{len(s.changes)} gender change{'s' if len(s.changes) > 1 else ''}"
+                f" (person {pid}: {a[:1].upper()}→{b[:1].upper()})")
 
     def contextMenuEvent(self, event) -> None:  # noqa: N802
         from PyQt5.QtWidgets import QFileDialog, QMenu
@@ -370,7 +374,9 @@ class StatsChart(QWidget):
         self._fonts(p, 0.85)
         line = p.fontMetrics().height()
         p.setPen(self._muted())
-        p.drawText(QRectF(r.left(), r.top(), r.width(), line), Qt.AlignLeft | Qt.AlignVCenter, "Age")
+        events = self.events_line()
+        p.drawText(QRectF(r.left(), r.top(), r.width(), line), Qt.AlignLeft | Qt.AlignVCenter,
+                   "Age" + (f"  ·  {events}" if events else ""))
         top, bottom = r.top() + 2 * line + 2, r.bottom() - line - 2  # a line of headroom for the counts
         n = len(AGE_BINS)
         slot = r.width() / n
