@@ -76,6 +76,7 @@ class TrackingStage:
         self.counts = dict.fromkeys(KINDS, 0)
         # re-identification (agender.reid): one person_id for all tracks of a person
         self.reid = None
+        self.columns = TRACK_COLUMNS if reid else tuple(c for c in TRACK_COLUMNS if c != "person_id")
         if reid:
             from agender.reid import DEFAULT_THRESHOLD, ReidStage
 

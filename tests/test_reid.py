@@ -203,3 +203,18 @@ def test_interrupted_run_resumes_to_the_same_people_and_person_ids(analyzer, tmp
     # no finished output holds a descriptor: only the (deleted) checkpoint did
     assert not list((tmp_path / "a").glob(".*.resume.json"))
     assert "vectors" not in json.dumps(side)
+
+
+def test_cli_privacy_still_counts_people_and_no_reid_writes_tracks_only(tmp_path):
+    from agender.cli.main import main
+
+    walking = VIDEOS / "walking_and_pause_270p.mp4"
+    assert main(["analyze", str(walking), "-o", str(tmp_path / "p"), "--privacy", "-q"]) == 0
+    people = list(csv.DictReader(open(tmp_path / "p" / "walking_and_pause_270p.people.csv")))
+    assert len(people) == 3  # three people walk up, one shot
+    side = json.loads((tmp_path / "p" / "walking_and_pause_270p.json").read_text())
+    assert side["people_summary"]["people"] == 3 and side["people_summary"]["reid"]["privacy"] is True
+    assert main(["analyze", str(walking), "-o", str(tmp_path / "n"), "--no-reid", "-q"]) == 0
+    assert not (tmp_path / "n" / "walking_and_pause_270p.people.csv").exists()
+    header = (tmp_path / "n" / "walking_and_pause_270p.csv").read_text().splitlines()[0]
+    assert header.endswith(",gender_avg")
