@@ -29,6 +29,7 @@ MIN_FRAMES = 12  # a track is described when it is this many frames old (its cle
 AGAIN = ()  # ... and again at these ages when a face ×BETTER clearer came since
 MAX_PER_TRACK = 1  # descriptors per track at most (dlib holds the GIL ~0.1 s a face: the cost)
 CUE_P, CUE_AGE = 0.5, 15.0  # two groups this far apart in mean P(male) / age are never one person
+FORGET_AFTER = 96  # frames: the pending crop of a track not seen for this long is dropped
 CROP_SIDE = 200  # the kept crop (face + 30 % margin) is at most this many pixels on a side
 PER_PERSON = 24  # descriptors kept per person (the first ones and the best ones)
 DEFAULT_THRESHOLD = 0.6  # dlib's own operating point; see docs/people.md for the sweep
@@ -207,6 +208,8 @@ class ReidStage:
         self.vectors: dict[int, list[list[float]]] = {}  # track → its descriptors
         self.covisible: set[tuple[int, int]] = set()
         self.cues: dict[int, tuple[float, float]] = {}  # track → its latest (p_male_avg, age_avg)
+        self._tick = 0  # process() calls
+        self._seen: dict[int, int] = {}  # pending track → the tick it was last seen
         self.described = 0
         self._final: dict[int, int] | None = None
         if self._embedder is None:  # load the model now (setup), not on the first track's 12th frame
@@ -238,6 +241,10 @@ class ReidStage:
         """``person_id`` (N,) int64 for this frame's faces (provisional, online)."""
         n = len(faces)
         pids = np.full(n, -1, np.int64)
+        self._tick += 1
+        for t in [t for t in self._best if self._tick - self._seen.get(t, self._tick) > FORGET_AFTER]:
+            del self._best[t]  # a track that ended before it was described: drop its crop
+            self._seen.pop(t, None)
         if not n:
             return pids
         self._final = None
@@ -252,6 +259,7 @@ class ReidStage:
         for i, tid in enumerate(tids):
             if tid < 0:
                 continue
+            self._seen[tid] = self._tick
             pm, age = float(faces.p_male_avg[i]), float(faces.age_avg[i])
             if math.isfinite(pm) and math.isfinite(age):
                 self.cues[tid] = (pm, age)
@@ -265,6 +273,7 @@ class ReidStage:
                     todo.append(tid)
         for tid in todo:
             q, crop, box = self._best.pop(tid)
+            self._seen.pop(tid, None)
             vec = self.embedder.embed(crop, [box])[0]
             self.described += 1
             self.vectors.setdefault(tid, []).append([float(v) for v in vec])
@@ -284,6 +293,7 @@ class ReidStage:
         keep = set(int(t) for t in live_ids)
         for t in [t for t in self._best if t not in keep]:
             del self._best[t]
+        self._seen = {t: v for t, v in self._seen.items() if t in self._best}
 
     def final_map(self) -> dict[int, int]:
         """track → person for every described track, from all descriptors (the end of a run);
@@ -349,7 +359,8 @@ class ReidStage:
                 "best": [[t, enc(c)] for t, c in sorted(self._best.items())],
                 "vectors": [[t, v] for t, v in sorted(self.vectors.items())],
                 "covisible": sorted(self.covisible), "described": self.described,
-                "cues": [[t, list(c)] for t, c in sorted(self.cues.items())]}
+                "cues": [[t, list(c)] for t, c in sorted(self.cues.items())],
+                "tick": self._tick, "seen": sorted((t, v) for t, v in self._seen.items() if t in self._best)}
 
     def load_state_dict(self, state: dict) -> None:
         import base64
@@ -365,5 +376,7 @@ class ReidStage:
         self.vectors = {int(t): [[float(x) for x in v] for v in vs] for t, vs in state["vectors"]}
         self.covisible = {(int(a), int(b)) for a, b in state["covisible"]}
         self.cues = {int(t): (float(c[0]), float(c[1])) for t, c in state.get("cues", [])}
+        self._tick = int(state.get("tick", 0))
+        self._seen = {int(t): int(v) for t, v in state.get("seen", [])}
         self.described = int(state.get("described", 0))
         self._final = None

@@ -218,3 +218,17 @@ def test_cli_privacy_still_counts_people_and_no_reid_writes_tracks_only(tmp_path
     assert not (tmp_path / "n" / "walking_and_pause_270p.people.csv").exists()
     header = (tmp_path / "n" / "walking_and_pause_270p.csv").read_text().splitlines()[0]
     assert header.endswith(",gender_avg")
+
+
+def test_a_track_that_ends_before_it_is_described_leaves_no_crop_behind(embedder):
+    from agender.faces import Faces
+    from agender.reid import FORGET_AFTER
+
+    img = np.zeros((240, 320, 3), np.uint8)
+    st = ReidStage(embedder=embedder)
+    st.process(img, Faces(xyxy=[[10, 10, 90, 90]], det_conf=[1], track_id=[1]), [0.5])  # a 1-frame flicker
+    assert 1 in st._best
+    for _ in range(FORGET_AFTER + 1):
+        st.process(img, Faces(), [])  # nothing on screen (a kiosk's empty hours)
+        st.process(img, Faces(xyxy=[[200, 10, 280, 90]], det_conf=[1], track_id=[2]), [0.1])
+    assert 1 not in st._best and 1 not in [t for t, _ in st.state_dict()["best"]]
