@@ -97,7 +97,8 @@ def bench(video: str | Path, analyzer, *, min_seconds: float = 10.0, max_frames:
         from agender.tracked_analyzer import TrackingStage
 
         stages.append(TrackingStage(fps, detect_every=track.detect_every, reestimate_every=track.reestimate_every,
-                                    skip_similar=track.skip_similar, cuts=track.cuts, between=track.between))
+                                    skip_similar=track.skip_similar, cuts=track.cuts, between=track.between,
+                                    reid=getattr(track, "reid", True)))
     pipe = FramePipeline(analyzer, stages=stages, group_frames=group_frames)
     with tempfile.TemporaryDirectory(prefix="agender-bench-") as tmp:
         sink = CsvSink(Path(tmp) / "bench.csv")

@@ -14,7 +14,9 @@ the table gets the ``face_id,track_conf,age_avg,p_male_avg,gender_avg`` columns 
 ``columns``, which the runner appends for that input only) and
 ``<name>.tracks.csv`` is written (``<name>.tracks.jsonl`` with ``format="jsonl"``). Output
 names: ``<name>.annotated.mp4``, ``<name>.ass``, ``<name>.chips.tar`` + ``<name>.chips.tsv``
-(trifle/face's layout, TSV whatever the format), ``<name>.tracks.csv``/``.jsonl``.
+(trifle/face's layout, TSV whatever the format), ``<name>.tracks.csv``/``.jsonl``, and with
+re-identification (on with tracking; ``reid=False`` is ``--no-reid``) a ``person_id`` column
+(appended after ``gender_avg``) and ``<name>.people.csv``/``.jsonl`` (agender.io.sinks.people).
 
 Resume: the tracking stage checkpoints its state with the runner, and the tracks file is
 resumable, so a tracked run resumes where it stopped. The MP4, ASS and chips exports cannot be
@@ -52,6 +54,9 @@ class TrackOptions:
     between: str = "kalman"
     cuts: bool = True
     tracks_file: bool = True
+    reid: bool = True  # re-identification: person_id + <name>.people.csv (agender.reid)
+    reid_threshold: float | None = None
+    privacy: bool = False  # no face descriptor or crop ever leaves memory (the run is then not resumable)
 
     def __post_init__(self) -> None:
         if self.between not in BETWEEN_MODES:
@@ -65,7 +70,8 @@ class TrackOptions:
 
             stage = TrackingStage(_analysis_fps(ctx), detect_every=self.detect_every,
                                   reestimate_every=self.reestimate_every, skip_similar=self.skip_similar,
-                                  cuts=self.cuts, between=self.between)
+                                  cuts=self.cuts, between=self.between, reid=self.reid,
+                                  reid_threshold=self.reid_threshold, privacy=self.privacy)
             ctx.tracking_stage = stage  # the sink factory below hands it to the runner's checkpoints
             return stage
 
@@ -86,7 +92,21 @@ class TrackOptions:
             fmt = "jsonl" if ctx.options.format == "jsonl" else "csv"
             return TracksSink(ctx.outdir / f"{ctx.item.name}.tracks.{fmt}", stem=ctx.item.name, format=fmt)
 
-        return [state, tracks]
+        def people(ctx):
+            if not (self.enabled and self.reid and _tracks(ctx)):
+                return None
+            from agender.io.sinks.people import PeopleSink
+            from agender.reid import FaceEmbedder
+
+            stage = getattr(ctx, "tracking_stage", None)
+            if stage is None or stage.reid is None:
+                return None
+            fmt = "jsonl" if ctx.options.format == "jsonl" else "csv"
+            info = {"model": FaceEmbedder.name, "threshold": stage.reid.threshold, "privacy": stage.reid.privacy}
+            return PeopleSink(ctx.outdir / f"{ctx.item.name}.people.{fmt}", person_map=stage.person_map,
+                              fps=_analysis_fps(ctx), format=fmt, reid_info=info)
+
+        return [state, tracks, people]
 
 
 @dataclass

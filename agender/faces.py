@@ -41,6 +41,7 @@ class Face:
     age_avg: float = float("nan")  # per-track smoothed values (NaN when not tracking)
     p_male_avg: float = float("nan")
     age_std_avg: float = float("nan")  # the track's mean of the model's own age spread
+    person_id: int = -1  # re-identification (agender.reid): one id for all tracks of a person
 
     @property
     def gender(self) -> str:
@@ -80,6 +81,7 @@ class Faces:
     age_avg: np.ndarray | None = None
     p_male_avg: np.ndarray | None = None
     age_std_avg: np.ndarray | None = None
+    person_id: np.ndarray | None = None  # agender.reid: -1 = not identified
 
     def __post_init__(self) -> None:
         self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -96,6 +98,10 @@ class Faces:
             self.track_id = np.full(n, -1, dtype=np.int64)
         else:
             self.track_id = np.asarray(self.track_id, dtype=np.int64).reshape(n)
+        if self.person_id is None:
+            self.person_id = np.full(n, -1, dtype=np.int64)
+        else:
+            self.person_id = np.asarray(self.person_id, dtype=np.int64).reshape(n)
         if self.age_label is None:
             self.age_label = [""] * n
 
@@ -124,6 +130,7 @@ class Faces:
             age_avg=self.age_avg[idx],
             p_male_avg=self.p_male_avg[idx],
             age_std_avg=self.age_std_avg[idx],
+            person_id=self.person_id[idx],
         )
 
     def __iter__(self) -> Iterator[Face]:
@@ -141,6 +148,7 @@ class Faces:
                 age_avg=float(self.age_avg[i]),
                 p_male_avg=float(self.p_male_avg[i]),
                 age_std_avg=float(self.age_std_avg[i]),
+                person_id=int(self.person_id[i]),
             )
 
     @property
@@ -185,6 +193,7 @@ class Faces:
             age_avg=np.concatenate([f.age_avg for f in items]),
             p_male_avg=np.concatenate([f.p_male_avg for f in items]),
             age_std_avg=np.concatenate([f.age_std_avg for f in items]),
+            person_id=np.concatenate([f.person_id for f in items]),
         )
 
 

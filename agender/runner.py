@@ -336,7 +336,11 @@ class Runner:
         columns = list(o.extra_columns)  # + the columns this input's stages fill (the tracker's, on videos)
         columns += [c for st in stages for c in getattr(st, "columns", ()) if c not in columns]
         table = self.table_path(ctx.item)
-        return stages, [FORMATS[o.format](table, key=key, extra_columns=columns), *extra_sinks]
+        table_sink = FORMATS[o.format](table, key=key, extra_columns=columns)
+        for st in stages:  # a stage that revises a column at the end (re-identification's person_id)
+            if hasattr(st, "finalize_table") and "person_id" in columns:
+                table_sink.finalize = (lambda path, st=st, fmt=o.format: st.finalize_table(path, fmt))
+        return stages, [table_sink, *extra_sinks]
 
     def _finished(self, item: InputItem, rec: dict) -> tuple[str, str]:
         """Is the finished run ``rec`` (a complete sidecar) what this run would write?
@@ -527,6 +531,9 @@ class Runner:
                 closed.append(s)
             rec = self._record(item, source, stats, outputs, start_index if ck else None, failed_files, reader, error)
             rec["fingerprint"], rec["run"] = fp, desc
+            for s in sinks:  # e.g. the people summary (agender.io.sinks.people)
+                if hasattr(s, "sidecar_fields"):
+                    rec.update(s.sidecar_fields())
             write_sidecar(sidecar, rec)
         except Exception as exc:  # noqa: BLE001 - e.g. the disk filled up while finishing
             log.debug("%s failed", item.spec, exc_info=True)

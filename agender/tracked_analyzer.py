@@ -57,7 +57,8 @@ class TrackingStage:
     columns = TRACK_COLUMNS  # what the runner adds to the table for a tracked input
 
     def __init__(self, fps: float = 25.0, *, detect_every: int = 1, reestimate_every: int | None = None,
-                 skip_similar: float = 0.0, cuts: bool = True, between: str = "kalman", lost_after_s: float = 1.0):
+                 skip_similar: float = 0.0, cuts: bool = True, between: str = "kalman", lost_after_s: float = 1.0,
+                 reid: bool = True, reid_threshold: float | None = None, privacy: bool = False, embedder=None):
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self.detect_every = max(1, int(detect_every))
         self.reestimate_every = self.detect_every if reestimate_every is None else max(1, int(reestimate_every))
@@ -73,11 +74,21 @@ class TrackingStage:
         self._due: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.shot_starts: list[int] = []  # frame indices where a cut was found
         self.counts = dict.fromkeys(KINDS, 0)
+        # re-identification (agender.reid): one person_id for all tracks of a person
+        self.reid = None
+        self.columns = TRACK_COLUMNS if reid else tuple(c for c in TRACK_COLUMNS if c != "person_id")
+        if reid:
+            from agender.reid import DEFAULT_THRESHOLD, ReidStage
+
+            self.reid = ReidStage(DEFAULT_THRESHOLD if reid_threshold is None else reid_threshold,
+                                  privacy=privacy, embedder=embedder)
 
     @property
     def resumable(self) -> bool:
         """True when a run resumed from :meth:`checkpoint` writes exactly the rows of an
         uninterrupted one (everything but a live OpenCV tracker can be saved)."""
+        if self.reid is not None and self.reid.privacy:
+            return False  # --privacy: face descriptors and crops are never written, not even to a checkpoint
         return self.detect_every == 1 or self.between not in ("kcf", "csrt", "mil")
 
     @property
@@ -88,7 +99,9 @@ class TrackingStage:
     @property
     def fingerprint(self) -> str:
         return (f"de={self.detect_every},re={self.reestimate_every},skip={self.skip_similar},"
-                f"cuts={self.cuts is not None},between={self.between},lost={self.lost_after_s}")
+                f"cuts={self.cuts is not None},between={self.between},lost={self.lost_after_s}"
+                + ("" if self.reid is None else
+                   f",reid={self.reid.assigner.threshold},privacy={self.reid.privacy}"))
 
     @property
     def last_faces(self) -> Faces:
@@ -103,6 +116,8 @@ class TrackingStage:
         if self.cuts is not None and self.cuts.update(image):
             self.shot_starts.append(int(frame.index))
             self.tracker.new_shot()
+            if self.reid is not None:
+                self.reid.end_tracks()
             self.similar.reset()
             self._since_detect = None
             self._last = Faces()
@@ -153,11 +168,26 @@ class TrackingStage:
         if len(due) != len(faces):
             due, quality = np.ones(len(faces), bool), np.zeros(len(faces), np.float32)
         out = self.tracker.absorb(faces, due, quality, idx, float(frame.time_s))
+        if self.reid is not None and len(out):
+            out = replace(out, person_id=self.reid.process(frame.image, out, quality))
         self._last = out
         return out
 
     def close(self) -> None:
         pass
+
+    # -- people (re-identification) -------------------------------------------------------------
+    def person_map(self) -> dict[int, int]:
+        """face_id → person_id at the end of the run (empty without re-identification)."""
+        return {} if self.reid is None else self.reid.final_map()
+
+    def finalize_table(self, partial, fmt: str) -> None:
+        """Rewrite the ``person_id`` cells of the finished per-frame table with :meth:`person_map`
+        (the rows carry the provisional online ids until then)."""
+        from agender.io.sinks.table import rewrite_person_ids
+
+        if self.reid is not None:
+            rewrite_person_ids(partial, fmt, self.person_map())
 
     # -- the resumable-sink protocol (state only; writes nothing) -------------------------------
     def begin(self, state: dict | None = None) -> bool:
@@ -182,7 +212,8 @@ class TrackingStage:
                 "cuts": None if self.cuts is None else self.cuts.state_dict(),
                 "similar": self.similar.state_dict(), "since_detect": self._since_detect,
                 "shot_starts": list(self.shot_starts), "counts": dict(self.counts),
-                "last": _faces_out(self._last)}
+                "last": _faces_out(self._last),
+                "reid": None if self.reid is None else self.reid.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.tracker.load_state_dict(state["tracker"])
@@ -193,6 +224,8 @@ class TrackingStage:
         self.shot_starts = [int(v) for v in state["shot_starts"]]
         self.counts = {k: int(state["counts"].get(k, 0)) for k in KINDS}
         self._last = _faces_in(state["last"])
+        if self.reid is not None and state.get("reid") is not None:
+            self.reid.load_state_dict(state["reid"])
 
 
 class TrackedAnalyzer:
@@ -257,7 +290,8 @@ def _faces_out(f: Faces) -> dict:
     return {"xyxy": nan(f.xyxy), "det_conf": nan(f.det_conf), "age": nan(f.age), "age_std": nan(f.age_std),
             "p_male": nan(f.p_male), "track_id": [int(v) for v in f.track_id], "track_conf": nan(f.track_conf),
             "age_avg": nan(f.age_avg), "p_male_avg": nan(f.p_male_avg), "age_label": list(f.age_label),
-            "landmarks": None if f.landmarks is None else nan(f.landmarks)}
+            "landmarks": None if f.landmarks is None else nan(f.landmarks),
+            "person_id": [int(v) for v in f.person_id]}
 
 
 def _faces_in(d: dict) -> Faces:
@@ -266,4 +300,5 @@ def _faces_in(d: dict) -> Faces:
     return Faces(xyxy=arr("xyxy").reshape(n, 4), det_conf=arr("det_conf"), age=arr("age"), age_std=arr("age_std"),
                  p_male=arr("p_male"), track_id=d["track_id"], track_conf=arr("track_conf"), age_avg=arr("age_avg"),
                  p_male_avg=arr("p_male_avg"), age_label=list(d["age_label"]),
-                 landmarks=None if d["landmarks"] is None else arr("landmarks").reshape(n, -1, 2))
+                 landmarks=None if d["landmarks"] is None else arr("landmarks").reshape(n, -1, 2),
+                 person_id=d.get("person_id"))

@@ -43,7 +43,8 @@ def sidecar(path: Path) -> dict:
 def test_video_gives_one_row_per_face_per_frame_with_the_contract_columns(tmp_path):
     assert main(["analyze", str(WALKING), "-o", str(tmp_path), "--max-frames", "12", "-q"]) == 0
     out = tmp_path / "walking_and_pause_270p.csv"
-    assert out.read_text().splitlines()[0] == HEADER + ",face_id,track_conf,age_avg,p_male_avg,gender_avg"  # tracked by default
+    # tracked by default; person_id (re-identification) comes after the existing columns
+    assert out.read_text().splitlines()[0] == HEADER + ",face_id,track_conf,age_avg,p_male_avg,gender_avg,person_id"
     table = rows(out)
     assert table, "the kiosk clip has faces in its first second"
     for r in table:
@@ -166,7 +167,7 @@ def test_two_videos_with_the_same_name_get_separate_tables(tmp_path):
     os.symlink(WALKING, b / "clip.mp4")
     assert main(["analyze", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "out"),
                  "--max-frames", "2", "-q"]) == 0
-    tables = [p.name for p in (tmp_path / "out").glob("*.csv") if not p.name.endswith(".tracks.csv")]
+    tables = [p.name for p in (tmp_path / "out").glob("*.csv") if not p.name.endswith((".tracks.csv", ".people.csv"))]
     assert sorted(tables) == ["b_clip.csv", "clip.csv"]
 
 

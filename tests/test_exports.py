@@ -329,7 +329,8 @@ def test_tracks_csv_summarises_each_face_id_of_the_table(cli_run):
 def test_analyze_table_has_the_tracking_columns_after_the_face_columns(cli_run):
     with open(cli_run / "tv_scene_720p.csv", newline="") as fh:
         header = next(csv.reader(fh))
-    assert header[-5:] == ["face_id", "track_conf", "age_avg", "p_male_avg", "gender_avg"]
+    # person_id (re-identification) is appended after the existing tracking columns, which keep their order
+    assert header[-6:] == ["face_id", "track_conf", "age_avg", "p_male_avg", "gender_avg", "person_id"]
     assert header.index("p_male") < header.index("face_id")
 
 

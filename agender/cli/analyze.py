@@ -87,6 +87,15 @@ def add_extension_options(p: argparse.ArgumentParser) -> None:
                    help="how boxes move between detections with --detect-every: an OpenCV tracker (kcf, "
                         "csrt, mil), the ByteTrack Kalman prediction (kalman), or not at all (hold); default kalman (fastest; kcf loses fewer boxes at ~5 ms a face). "
                         "An interrupted run resumes exactly with kalman/hold; with an OpenCV tracker it restarts")
+    r = p.add_argument_group("people (re-identification, on with tracking)")
+    r.add_argument("--no-reid", dest="reid", action="store_false", default=True,
+                   help="no person_id column and no OUTDIR/<name>.people.csv (tracks are not joined into people)")
+    r.add_argument("--reid-threshold", type=positive_float, default=None, metavar="D",
+                   help="face-descriptor distance under which two tracks are one person (default 0.6, dlib's own; "
+                        "lower splits more, higher merges more)")
+    r.add_argument("--privacy", action="store_true",
+                   help="face descriptors (identity data) and face crops stay in memory only, never in a "
+                        "checkpoint: an interrupted run starts over instead of resuming")
     e = p.add_argument_group("exports")
     e.add_argument("--export-mp4", action="store_true",
                    help="OUTDIR/<name>.annotated.mp4: the video with boxes and labels (H.264 where available), "
@@ -109,7 +118,9 @@ def plugins_for(args: argparse.Namespace) -> Plugins:
             args._parser.error("--detect-every and --skip-similar need tracking (not with --no-track or --no-detect)")
     tr = TrackOptions(enabled=track, detect_every=getattr(args, "detect_every", 1),
                       reestimate_every=getattr(args, "reestimate_every", None),
-                      skip_similar=getattr(args, "skip_similar", 0.0), between=getattr(args, "track_between", "kalman"))
+                      skip_similar=getattr(args, "skip_similar", 0.0), between=getattr(args, "track_between", "kalman"),
+                      reid=getattr(args, "reid", True), reid_threshold=getattr(args, "reid_threshold", None),
+                      privacy=getattr(args, "privacy", False))
     ex = ExportOptions(mp4=getattr(args, "export_mp4", False), ass=getattr(args, "export_ass", False),
                        chips=getattr(args, "export_chips", False))
     # the tracking stage adds its face_id.. columns to the tables of the inputs it tracks (videos)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 VIDEO_KEY = ("frame", "time_s")
 IMAGE_KEY = ("file",)
 FACE_COLUMNS = ("face", "x1", "y1", "x2", "y2", "det_conf", "age", "age_std", "gender", "p_male")
-TRACK_COLUMNS = ("face_id", "track_conf", "age_avg", "p_male_avg", "gender_avg")
+TRACK_COLUMNS = ("face_id", "track_conf", "age_avg", "p_male_avg", "gender_avg", "person_id")
 
 # Decimals each float column is written with (CSV text and JSONL numbers alike).
 DECIMALS = {
@@ -77,6 +77,7 @@ _FACE_VALUE: dict[str, Callable[["Faces", int], Any]] = {
     "age_avg": lambda f, i: _num(f.age_avg[i], 2),
     "p_male_avg": lambda f, i: _num(f.p_male_avg[i], 4),
     "gender_avg": lambda f, i: _g(float(f.p_male_avg[i])),
+    "person_id": lambda f, i: int(f.person_id[i]) if f.person_id[i] >= 0 else None,
 }
 
 
@@ -115,6 +116,7 @@ class PartialFileSink:
         self.partial = self.path.with_name(f".{self.path.name}.partial")
         self._fh = None
         self.rows = 0
+        self.finalize: Callable[[Path], None] | None = None  # called on the complete partial before the rename
 
     # -- subclass hooks ------------------------------------------------------------------
     def header(self) -> bytes:
@@ -173,6 +175,8 @@ class PartialFileSink:
             os.fsync(self._fh.fileno())
             self._fh.close()
             self._fh = None
+            if self.finalize is not None:
+                self.finalize(self.partial)
         with writing(self.path):
             os.replace(self.partial, self.path)
 
@@ -188,3 +192,52 @@ class PartialFileSink:
     def abort(self) -> None:
         self.suspend()
         remove_quietly(self.partial)
+
+
+def rewrite_person_ids(path: str | Path, fmt: str, person_of: dict[int, int]) -> None:
+    """Set every row's ``person_id`` from its ``face_id`` (``person_of``; empty/null when the
+    track has none) in the CSV or JSONL table at ``path``, in place (atomically)."""
+    import csv
+    import io
+    import json
+
+    from agender.io.sinks.base import atomic_write_text
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if fmt == "jsonl":
+        out = []
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if "person_id" in rec:
+                fid = rec.get("face_id")
+                rec["person_id"] = person_of.get(int(fid)) if fid is not None else None
+            out.append(json.dumps(rec, ensure_ascii=False) + "\n")
+        atomic_write_text(path, "".join(out))
+        return
+    lines = text.splitlines(keepends=True)
+    if not lines:
+        return
+    header = next(csv.reader([lines[0]]))
+    if "person_id" not in header or header[-1] != "person_id" or "face_id" not in header:
+        return
+    fi = header.index("face_id")
+    buf = io.StringIO()
+    buf.write(lines[0])
+    for row in csv.reader(io.StringIO("".join(lines[1:]))):
+        fid = row[fi]
+        pid = person_of.get(int(fid)) if fid not in ("", None) else None
+        row[-1] = "" if pid is None else str(pid)
+        buf.write(_csv_line(row))
+    atomic_write_text(path, buf.getvalue())
+
+
+def _csv_line(row) -> str:
+    import csv
+    import io
+
+    b = io.StringIO()
+    csv.writer(b, lineterminator="\n").writerow(row)
+    return b.getvalue()
