@@ -51,6 +51,7 @@ class _Job:
     metas: dict[int, dict] = field(default_factory=dict)
     pending: set[int] = field(default_factory=set)
     error: str = ""
+    resumed: int = 0
     t0: float = field(default_factory=time.perf_counter)
 
 
@@ -181,6 +182,7 @@ class ClusterRunner:
             p = part_path(segdir, s["index"], o.format)
             if m and m.get("plan") == pfp and p.is_file() and p.stat().st_size == m.get("bytes"):
                 job.metas[s["index"]] = m
+        job.resumed = len(job.metas)
         if job.metas:
             log.info("%s: resuming: %d of %d segments already done", item.spec, len(job.metas), len(seg_dicts))
         return job
@@ -311,6 +313,7 @@ class ClusterRunner:
             rec = r._record(item, src, stats, outputs, None, [], SimpleNamespace(dropped=0), "")
             rec["fingerprint"], rec["run"] = job.fp, job.desc
             rec["cluster"] = self._cluster_record(metas, stitch_s)
+            rec["cluster"]["segments_resumed"] = job.resumed
             write_sidecar(sidecar, rec)
         except (OutputError, OSError) as exc:
             for p in outputs:
