@@ -6,7 +6,9 @@ same video for reference; reads each sidecar. Reported per run: wall seconds of 
 command (Ray start included), the job's seconds (plan → stitched, models loading in the actors
 included), cluster frames/s (frames / job seconds), each worker's frames/s (frames / its
 segment seconds), and the mean per-segment overhead: model load (once per worker, shown per
-segment), keyframe seek + grab to the boundary, stitch. The tables are compared byte for byte
+segment), keyframe seek + grab to the boundary, stitch; and each worker's frames per CPU-second
+(all its threads), which other jobs on a shared machine barely move. ``local:W`` pins worker k
+to its own core, so W workers are W cores' worth. The tables are compared byte for byte
 with the single-machine one.
 
     python benchmarks/cluster.py                        # tv_scene_720p.mp4, all 1972 frames, W = 1, 2
@@ -66,13 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results, indent=2))
         return 0
     print(f"{a.video.name}: {results['single']['frames']} frames, --no-track, {os.cpu_count()} CPUs")
-    print(f"{'run':<11}{'wall s':>8}{'job s':>8}{'fps':>8}  {'per-worker fps':<18}{'load s':>7}{'seek s':>7}"
+    print(f"{'run':<11}{'wall s':>8}{'job s':>8}{'fps':>8}  {'per-worker fps (/cpu-s)':<26}{'load s':>7}{'seek s':>7}"
           f"{'stitch s':>9}  segs  identical")
     for k, r in results.items():
         c = r.get("cluster") or {}
         ov = c.get("per_segment_overhead_s", {})
-        pw = ", ".join(f"{w['fps']:.1f}" for w in c.get("per_worker", [])) or "-"
-        print(f"{k:<11}{r['wall_s']:>8.1f}{r['job_s']:>8.1f}{r['fps']:>8.1f}  {pw:<18}"
+        pw = ", ".join(f"{w['fps']:.1f} ({w['frames_per_cpu_s']:.1f})" for w in c.get("per_worker", [])) or "-"
+        print(f"{k:<11}{r['wall_s']:>8.1f}{r['job_s']:>8.1f}{r['fps']:>8.1f}  {pw:<26}"
               f"{ov.get('model_load', float('nan')):>7.2f}{ov.get('seek', float('nan')):>7.3f}"
               f"{ov.get('stitch', float('nan')):>9.4f}  {c.get('segments', '-'):>4}  {r.get('byte_identical', '-')}")
     one, two = results.get("workers=1"), results.get("workers=2")

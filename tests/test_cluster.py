@@ -180,7 +180,9 @@ def test_no_track_table_is_byte_identical_to_single_machine_on_local_2(clip, sin
     assert side["frames_analysed"] == ref["frames_analysed"] == 300 and side["faces"] == ref["faces"]
     cl = side["cluster"]
     assert cl["workers"] == 2 and cl["segments"] == 4 and cl["overlap_frames"] == 0
-    assert len(cl["per_worker"]) == 2 and all(w["fps"] > 0 for w in cl["per_worker"])
+    assert len(cl["per_worker"]) == 2 and all(w["fps"] > 0 and w["frames_per_cpu_s"] > 0 for w in cl["per_worker"])
+    if len(os.sched_getaffinity(0)) >= 2:  # local:N pins each worker to its own core
+        assert sorted(c for w in cl["per_worker"] for c in w["cores"]) == sorted(os.sched_getaffinity(0))[:2]
     assert sum(w["frames"] for w in cl["per_worker"]) == 300
     assert set(cl["per_segment_overhead_s"]) == {"model_load", "seek", "stitch"}
     assert not (tmp_path / f".{NAME}.cluster").exists(), "segment parts are removed once stitched"

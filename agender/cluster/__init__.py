@@ -10,7 +10,8 @@ cluster is asked for: the single-machine path never imports it.
 
 Addresses: ``ray://host:port`` (Ray Client), ``host:port`` (a cluster's GCS, on a node of it),
 ``auto`` (``$RAY_ADDRESS``, else a cluster started on this machine with ``ray start``), and
-``local:N`` (start a private Ray here with N workers; stopped at the end).
+``local:N`` (start a private Ray here with N workers; stopped at the end; each worker is pinned
+to its own ``--cluster-cpus`` cores when they fit, so ``local:1`` measures one worker's share).
 """
 from __future__ import annotations
 
@@ -109,7 +110,13 @@ def connect(address: str, *, model_args: dict, workers: int | None = None,
         Actor = ray.remote(num_cpus=cpus_per_worker, max_restarts=-1, max_task_retries=3,
                            max_concurrency=2)(SegmentWorker)
         cl = Cluster(address=address, workers=workers, cpus_per_worker=cpus_per_worker, nodes=nodes)
-        cl.actors = [Actor.remote(model_args, int(max(1, cpus_per_worker))) for _ in range(workers)]
+        per = int(max(1, cpus_per_worker))
+        pins = [None] * workers
+        ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if target is None and workers * per <= ncpu:  # local:N: each worker on its own cores, so that
+            cores = sorted(os.sched_getaffinity(0))  # N workers measure N times what one worker does
+            pins = [cores[k * per:(k + 1) * per] for k in range(workers)]
+        cl.actors = [Actor.remote(model_args, per, pins[k]) for k in range(workers)]
         yield cl
     finally:
         with contextlib.suppress(Exception):

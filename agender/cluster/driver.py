@@ -325,13 +325,16 @@ class ClusterRunner:
     def _cluster_record(self, metas: list[dict], stitch_s: float) -> dict:
         per: dict[str, dict] = {}
         for m in metas:
-            w = per.setdefault(m["worker"], {"worker": m["worker"], "segments": 0, "frames": 0, "wall_s": 0.0})
+            w = per.setdefault(m["worker"], {"worker": m["worker"], "segments": 0, "frames": 0, "wall_s": 0.0,
+                                             "cpu_s": 0.0, "cores": m.get("cores")})
             w["segments"] += 1
             w["frames"] += m["frames_analysed"]
             w["wall_s"] += m["wall_s"]
+            w["cpu_s"] += m.get("cpu_s", 0.0)
         for w in per.values():
-            w["wall_s"] = round(w["wall_s"], 3)
+            w["wall_s"], w["cpu_s"] = round(w["wall_s"], 3), round(w["cpu_s"], 3)
             w["fps"] = round(w["frames"] / w["wall_s"], 2) if w["wall_s"] > 0 else 0.0
+            w["frames_per_cpu_s"] = round(w["frames"] / w["cpu_s"], 2) if w["cpu_s"] > 0 else 0.0
         n = max(1, len(metas))
         return {
             "address": self.cluster.address, "workers": self.cluster.workers, "nodes": self.cluster.nodes,

@@ -113,7 +113,10 @@ class SegmentWorker:
     """Keeps one Analyzer loaded; :meth:`run` analyses a segment. :meth:`status` answers from a
     second thread while a segment runs (the driver's progress bar and workers-alive count)."""
 
-    def __init__(self, model_args: dict, threads: int = 1):
+    def __init__(self, model_args: dict, threads: int = 1, pin: list[int] | None = None):
+        if pin and hasattr(os, "sched_setaffinity"):  # local:N: worker k gets its own cores
+            os.sched_setaffinity(0, pin)
+        self.pin = pin
         os.environ.setdefault("AGENDER_THREADS", str(max(1, threads)))
         cv2.setNumThreads(max(1, threads))
         from agender.cli.common import build_analyzer
@@ -141,7 +144,7 @@ class SegmentWorker:
         from agender.exports import TrackOptions
         from agender.runner import FORMATS
 
-        t_start = time.perf_counter()
+        t_start, cpu_start = time.perf_counter(), time.process_time()
         segdir, fmt, idx = Path(job["segdir"]), job["format"], seg["index"]
         with self._lock:
             self._current, self._done_frames = (job["name"], idx), 0
@@ -191,7 +194,9 @@ class SegmentWorker:
             "bytes": part_path(segdir, idx, fmt).stat().st_size,
             "last_frame": pipe.stats.frames_read - 1,
             "wall_s": round(time.perf_counter() - t_start, 4),
+            "cpu_s": round(time.process_time() - cpu_start, 4),  # all threads of this worker
             "seek_s": round(frames.seek_s, 4),
+            "cores": self.pin,
             "model_load_s": round(self.model_load_s, 4) if self._first_segment else 0.0,
             "ms_per_frame": pipe.ms_per_frame(),
         }
