@@ -73,7 +73,7 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
 def connect(address: str, *, model_args: dict, workers: int | None = None,
             cpus_per_worker: float = 1.0) -> Iterator[Cluster]:
     """Connect to (or start, for ``local:N``) a Ray cluster and start the worker actors; on exit
-    the actors end and a Ray started here is shut down (also on errors and Ctrl-C)."""
+    the job ends, its actors with it, and a Ray started here is shut down (also on errors and Ctrl-C)."""
     ray = import_ray()
     env = {k: os.environ[k] for k in ENV_FOR_WORKERS if os.environ.get(k)}
     env.setdefault("AGENDER_THREADS", os.environ.get("AGENDER_CLUSTER_THREADS", str(max(1, int(cpus_per_worker)))))
@@ -85,7 +85,11 @@ def connect(address: str, *, model_args: dict, workers: int | None = None,
         if not n.isdigit() or int(n) < 1:
             raise ClusterError(f"--cluster {address}: local:N needs a number of workers (local:2)")
         workers = workers or int(n)
-        init = dict(num_cpus=int(workers * max(1, cpus_per_worker)), include_dashboard=False, **kw)
+        # A local cluster is one machine: every Ray socket stays on loopback. On Linux Ray
+        # otherwise binds its node to the NIC's address (it maps 127.0.0.1 to that address
+        # too); its own switch for "no cluster networking" is this variable.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        init = dict(address="local", num_cpus=int(workers * max(1, cpus_per_worker)), include_dashboard=False, **kw)
         target = None
     else:
         target = os.environ.get("RAY_ADDRESS", "auto") if address == "auto" else address
@@ -119,7 +123,5 @@ def connect(address: str, *, model_args: dict, workers: int | None = None,
         cl.actors = [Actor.remote(model_args, per, pins[k]) for k in range(workers)]
         yield cl
     finally:
-        with contextlib.suppress(Exception):
-            for a in locals().get("cl", Cluster("", 0, 0, 0)).actors:
-                ray.kill(a, no_restart=True)
+        # the actors belong to this driver's job: they end with it (a Ray started here stops)
         ray.shutdown()
