@@ -40,7 +40,8 @@ needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="ray is not installed (pip i
 
 def _env() -> dict:
     env = dict(os.environ, AGENDER_MODELS=str(MODELS), PYTHONPATH=str(REPO), RAY_AUTH_MODE="disabled",
-               RAY_USAGE_STATS_ENABLED="0", OPENCV_LOG_LEVEL="ERROR")
+               RAY_USAGE_STATS_ENABLED="0", OPENCV_LOG_LEVEL="ERROR",
+               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # every Ray socket on loopback, not the NIC
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -193,6 +194,22 @@ def test_no_track_table_is_byte_identical_to_single_machine_on_local_2(clip, sin
 
 
 @needs_ray
+def test_many_files_go_to_many_workers_with_single_machine_tables(tmp_path):
+    clips = [VIDEOS / "classroom_270p.mp4", VIDEOS / "walking_and_pause_270p.mp4"]
+    ref = tmp_path / "single"
+    assert agender(*map(str, clips), "-o", str(ref), "--no-track", "-q").returncode == 0
+    r = agender(*map(str, clips), "-o", str(tmp_path / "cl"), "--no-track", "--cluster", "local:2")
+    assert r.returncode == 0, r.stderr
+    workers = set()
+    for c in clips:
+        assert (tmp_path / "cl" / f"{c.stem}.csv").read_bytes() == (ref / f"{c.stem}.csv").read_bytes()
+        cl = json.loads((tmp_path / "cl" / f"{c.stem}.json").read_text())["cluster"]
+        assert cl["segments"] == 1  # a 4-s clip is not cut: each file is one worker's segment
+        workers |= {w["worker"] for w in cl["per_worker"]}
+    assert len(workers) == 2, "the two files went to the two workers"
+
+
+@needs_ray
 def test_tracked_run_differs_only_within_the_documented_bounds(clip, single, tmp_path):
     r = agender(str(clip), "-o", str(tmp_path), "--cluster", "local:2", "--cluster-segments", "4")
     assert r.returncode == 0, r.stderr
@@ -281,7 +298,9 @@ def ray_cluster():
     """``ray start --head`` on 127.0.0.1 (1 CPU) plus a second node (1 CPU): two worker
     machines in miniature. Yields the Ray Client address; both nodes' process groups are killed
     at the end."""
-    env = _env()
+    # Ray refuses a second node when it takes the head for a single-machine one (seen with a
+    # 127.0.0.1 head on Linux too): this says that the nodes are meant to form one cluster
+    env = {**_env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
     tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     gcs, client, *p = _free_ports(14)
     common = ["--num-cpus=1", "--disable-usage-stats", "--block", "--node-ip-address=127.0.0.1"]
@@ -299,16 +318,26 @@ def ray_cluster():
         procs.append(subprocess.Popen(head, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True))
         _wait_for(lambda: _listening(client), 90, "the head's Ray Client port")
-        procs.append(subprocess.Popen(second, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        procs.append(subprocess.Popen(second, env=env, stdout=open(Path(tmp) / "second.log", "w"), stderr=subprocess.STDOUT,
                                       start_new_session=True))
-        time.sleep(3)
+        _wait_for(lambda: _nodes(gcs, env) >= 2, 120, "the second node to join")
         yield f"ray://127.0.0.1:{client}", procs
     finally:
         for pr in reversed(procs):
             _kill_group(pr)
         import shutil
 
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.environ.get("AGENDER_KEEP_RAY_LOGS") is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _nodes(gcs: int, env: dict) -> int:
+    """Alive nodes, as `ray status` lists them (one ``1 node_<id>`` line each under Active)."""
+    r = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "status", f"--address=127.0.0.1:{gcs}"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    out = r.stdout + r.stderr
+    active = out.split("Active:", 1)[-1].split("Pending:", 1)[0] if "Active:" in out else ""
+    return sum(1 for ln in active.splitlines() if ln.strip().startswith("1 node_"))
 
 
 def _listening(port: int) -> bool:
@@ -323,7 +352,11 @@ def _listening(port: int) -> bool:
 def test_ray_start_head_and_a_second_node_give_the_single_machine_table(clip, single, tmp_path):
     with ray_cluster() as (address, _):
         r = agender(str(clip), "-o", str(tmp_path), "--no-track", "--cluster", address, "--cluster-segments", "4")
+        auto = agender(str(clip), "-o", str(tmp_path / "auto"), "--no-track", "--cluster", "auto",
+                       "--cluster-segments", "4", env={**_env(), "RAY_ADDRESS": address})
     assert r.returncode == 0, r.stderr
+    assert auto.returncode == 0, auto.stderr
+    assert (tmp_path / "auto" / f"{NAME}.csv").read_bytes() == (single["notrack"] / f"{NAME}.csv").read_bytes()
     assert (tmp_path / f"{NAME}.csv").read_bytes() == (single["notrack"] / f"{NAME}.csv").read_bytes()
     cl = json.loads((tmp_path / f"{NAME}.json").read_text())["cluster"]
     assert cl["workers"] == 2 and cl["nodes"] == 2 and cl["address"] == address
