@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${1:-python3}"
 tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
+# the editable install writes agender.egg-info into the checkout; a stale one would then feed
+# the wheel that tests/test_packaging.py builds: remove it unless it was there before
+had_egg=""; [ -e agender.egg-info ] && had_egg=1
+trap 'rm -rf "$tmp"; [ -n "$had_egg" ] || rm -rf agender.egg-info' EXIT
 "$py" -m venv "$tmp/venv"
 "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,cluster]"
 {
