@@ -388,3 +388,20 @@ def test_single_machine_path_works_without_ray_installed(tmp_path):
                        text=True, timeout=120)
     assert r.returncode == 1
     assert r.stderr.strip() == "agender: error: --cluster needs Ray, which is not installed: pip install 'agender[cluster]'"
+
+
+def test_one_progress_line_for_the_whole_job_says_frames_fps_and_workers(caplog):
+    import logging
+
+    from agender.cluster.progress import ClusterProgress
+
+    p = ClusterProgress(tty=False, every_s=0.0)
+    with caplog.at_level(logging.INFO, logger="agender"):
+        p.start_cluster(total=1972, done=400, workers=2)  # 400 frames done by an earlier (resumed) run
+        time.sleep(0.05)
+        p.update(812, alive=1)
+        p.update(700, alive=2)  # never goes back
+        p.finish()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("cluster: 812/1972 frames, ") and lines[0].endswith("frames/s, workers 1/2 alive")
+    assert lines[1].startswith("cluster: 812/1972 frames, ") and lines[1].endswith("workers 2/2 alive")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 
 log = logging.getLogger("agender")
@@ -19,11 +18,14 @@ class ClusterProgress:
         self.total, self.done, self.workers = total, done, workers
         self.t0 = self.last = time.monotonic()
         self.done0 = done
-        if self.tty:
-            from tqdm import tqdm
+        if self.tty:  # the single-machine bar (sized right also on a pty that reports no size)
+            from agender.cli.progress import TqdmProgress
 
-            self.bar = tqdm(total=total, initial=done, desc="cluster", unit="frame", file=sys.stderr,
-                            dynamic_ncols=True, leave=True)
+            tp = TqdmProgress()
+            tp.start("cluster", total)
+            self.bar = tp.bar
+            if done:
+                self.bar.update(done)
 
     def update(self, done: int, alive: int) -> None:
         done = min(max(done, self.done), self.total)
