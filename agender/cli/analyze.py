@@ -51,6 +51,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     o.add_argument("--group-frames", type=positive_int, default=8, metavar="N",
                    help="frames whose faces share one estimator batch (default 8)")
     add_extension_options(p)
+    c = p.add_argument_group("cluster (Ray: pip install 'agender[cluster]'; see docs/cluster.md)")
+    c.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="run on a Ray cluster: ray://HOST:PORT, HOST:PORT, auto ($RAY_ADDRESS) or local:N (start "
+                        "N workers here); videos are cut into segments analysed in parallel, same outputs")
+    c.add_argument("--cluster-workers", type=positive_int, default=None, metavar="N",
+                   help="worker actors (default: the cluster's CPUs / --cluster-cpus)")
+    c.add_argument("--cluster-cpus", type=positive_int, default=1, metavar="N", help="CPUs per worker (default 1)")
+    c.add_argument("--cluster-segments", type=positive_int, default=None, metavar="N",
+                   help="segments per video (default: 2 per worker, 10 s to 10 min each)")
     p.set_defaults(func=run, _parser=p)
     return p
 
@@ -63,6 +72,7 @@ class Plugins:
     stage_factories: list[Any] = field(default_factory=list)
     sink_factories: list[Any] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
+    track: Any = None  # the TrackOptions (tracking on or off)
 
 
 def add_extension_options(p: argparse.ArgumentParser) -> None:
@@ -124,7 +134,8 @@ def plugins_for(args: argparse.Namespace) -> Plugins:
     ex = ExportOptions(mp4=getattr(args, "export_mp4", False), ass=getattr(args, "export_ass", False),
                        chips=getattr(args, "export_chips", False))
     # the tracking stage adds its face_id.. columns to the tables of the inputs it tracks (videos)
-    return Plugins(stage_factories=[tr.stage_factory()], sink_factories=tr.sink_factories() + ex.sink_factories())
+    return Plugins(stage_factories=[tr.stage_factory()], sink_factories=tr.sink_factories() + ex.sink_factories(),
+                   track=tr)
 
 
 # ------------------------------------------------------------------------------------------
@@ -171,9 +182,21 @@ def _analyze(args: argparse.Namespace, items) -> int:
     runner = Runner(lambda: build_analyzer(args, no_detect=args.no_detect), args.outdir, opts,
                     stage_factories=plugins.stage_factories, sink_factories=plugins.sink_factories,
                     progress=_progress(args))
+    if args.cluster:
+        try:
+            results = _run_on_cluster(args, runner, plugins, items)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - ClusterError and whatever Ray raises: one line
+            from agender.cluster import ClusterError
+
+            msg = str(exc) if isinstance(exc, ClusterError) else f"cluster: {type(exc).__name__}: {exc}".splitlines()[0]
+            print(f"agender: error: {msg}", file=sys.stderr)
+            return 1
+    else:
+        results = (runner.run_input(item) for item in items)
     failures: list[str] = []
-    for item in items:
-        res = runner.run_input(item)
+    for item, res in zip(items, results):
         for _, msg in res.failed_files:
             failures.append(msg)
             print(f"agender: error: {msg}", file=sys.stderr)
@@ -200,3 +223,24 @@ def _analyze(args: argparse.Namespace, items) -> int:
         for msg in failures:
             print(f"  {msg}", file=sys.stderr)
     return 1
+
+
+def _run_on_cluster(args: argparse.Namespace, runner, plugins: Plugins, items) -> list:
+    """The inputs through :class:`agender.cluster.driver.ClusterRunner` (Ray imported only here)."""
+    import os
+    from dataclasses import asdict
+
+    from agender.cluster import connect
+    from agender.cluster.driver import ClusterRunner
+    from agender.cluster.progress import ClusterProgress, NoClusterProgress
+
+    keys = ("detector", "estimator", "device", "models", "detect_width", "conf", "min_face", "padding", "batch_size")
+    model_args = {k: getattr(args, k) for k in keys if hasattr(args, k)}
+    if model_args.get("models"):
+        model_args["models"] = [os.path.abspath(m) for m in model_args["models"]]
+    model_args["no_detect"] = args.no_detect
+    track = asdict(plugins.track) if plugins.track is not None and plugins.track.enabled else None
+    progress = NoClusterProgress() if args.quiet else ClusterProgress(tty=stderr_is_tty())
+    with connect(args.cluster, model_args=model_args, workers=args.cluster_workers,
+                 cpus_per_worker=args.cluster_cpus) as cl:
+        return ClusterRunner(runner, cl, track=track, segments=args.cluster_segments, progress=progress).run(list(items))

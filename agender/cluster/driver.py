@@ -1,0 +1,363 @@
+"""The driver of a cluster run: plans segments, hands them to Ray actors, stitches, finishes.
+
+It reuses :class:`agender.runner.Runner` for everything an input's outputs share with a
+single-machine run: paths, the output lock, the "finished?" verdict and the fingerprint, the
+sinks' columns and header, the sidecar record. Only local video files are split; other inputs
+(image sets, URLs, cameras) run on the driver with the Runner itself.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterable
+
+from agender.cluster import ClusterError, Cluster
+from agender.cluster.plan import analysed_indices, keyframes, plan_fingerprint, plan_segments
+from agender.cluster.stitch import merge_tracks, reconcile, rewrite_ids, tracks_file_bytes
+from agender.cluster.worker import meta_path, part_path
+from agender.errors import AgenderError, OutputBusy, OutputError
+from agender.inputs import InputItem
+from agender.io.outlock import OutputLock
+from agender.io.sinks.base import atomic_write_bytes, remove_quietly, writing
+from agender.io.sinks.sidecar import read_sidecar, write_sidecar
+from agender.io.sources import VideoSource
+from agender.runner import InputResult, JobContext, RunStats, Runner, _sink_paths, remove_stale_temps
+
+log = logging.getLogger("agender.cluster")
+
+
+@dataclass
+class _Job:
+    item: InputItem
+    lock: OutputLock
+    segdir: Path
+    spec: dict
+    segments: list[dict]
+    header: bytes
+    face_id_col: int | None
+    tracks_path: Path | None
+    fp: str
+    desc: dict
+    video: dict
+    metas: dict[int, dict] = field(default_factory=dict)
+    pending: set[int] = field(default_factory=set)
+    error: str = ""
+    resumed: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+
+def _stream_write(path: Path, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to a temp file beside ``path``, fsync, rename: atomic, not all in memory."""
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o644)
+            with os.fdopen(fd, "wb") as fh:
+                for c in chunks:
+                    fh.write(c)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            remove_quietly(tmp)
+            raise
+
+
+class ClusterRunner:
+    """``Runner``'s outputs, computed by the workers of ``cluster``.
+
+    ``track``: the :class:`~agender.exports.TrackOptions` as a dict (None = ``--no-track``);
+    ``segments``: segments per video (default: :meth:`_segment_count`); ``overlap_s``: tracking
+    warm-up before each boundary.
+    """
+
+    def __init__(self, runner: Runner, cluster: Cluster, *, track: dict | None, segments: int | None = None,
+                 overlap_s: float = 2.0, progress=None):
+        self.runner, self.cluster = runner, cluster
+        self.track = track
+        self.segments = segments
+        self.overlap_s = overlap_s
+        self.progress = progress
+        self.stitch_s = 0.0
+
+    # -- planning ------------------------------------------------------------------------
+    def _segment_count(self, n_frames: int, fps: float) -> int:
+        """Two segments per worker (a slow one does not leave the others idle at the end), none
+        shorter than ~10 s of video, none longer than ~10 min (a lost worker redoes little)."""
+        if self.segments:
+            return self.segments
+        spread = min(2 * self.cluster.workers, max(1, int(n_frames / max(1.0, fps * 10))))
+        return max(spread, math.ceil(n_frames / max(1.0, fps * 600)))
+
+    def _prepare(self, item: InputItem) -> _Job | InputResult:
+        r, o = self.runner, self.runner.options
+        table = r.table_path(item)
+        lock = OutputLock(r.lock_path(item), output=table)
+        try:
+            lock.acquire()
+        except OutputBusy as exc:
+            return InputResult(item, "failed", f"{item.spec}: {exc}")
+        except OSError as exc:
+            return InputResult(item, "failed", f"{item.spec}: {OutputError(exc.filename or r.lock_path(item), exc)}")
+        try:
+            res = self._prepare_locked(item, lock)
+        except AgenderError as exc:
+            res = InputResult(item, "failed", str(exc) if item.spec in str(exc) else f"{item.spec}: {exc}")
+        except OSError as exc:
+            res = InputResult(item, "failed", f"{item.spec}: {OutputError(exc.filename or table, exc)}")
+        if isinstance(res, InputResult):
+            lock.release()
+        return res
+
+    def _prepare_locked(self, item: InputItem, lock: OutputLock) -> _Job | InputResult:
+        r, o = self.runner, self.runner.options
+        table, sidecar = r.table_path(item), r.sidecar_path(item)
+        rec = None if o.overwrite else read_sidecar(sidecar)
+        if rec is not None and rec.get("complete"):
+            verdict, line = r._finished(item, rec)
+            if verdict == "skip":
+                return InputResult(item, "skipped", outputs=[table, sidecar])
+            if verdict == "refuse":
+                return InputResult(item, "failed", line)
+            log.info("%s", line)
+        src = VideoSource(item.spec, start_s=o.start_s, end_s=o.end_s, rate=o.fps, max_frames=o.max_frames,
+                          open_timeout_s=o.timeout_s)
+        try:
+            video = {k: getattr(src, k, None) for k in ("fps", "frame_count", "width", "height")}
+            ctx = JobContext(item=item, source=src, outdir=r.outdir, options=o)
+            stages, sinks = r._run_stages_and_sinks(ctx, "frame")
+        finally:
+            src.close()
+        extra = [p for s in sinks[1:] for p in _sink_paths(s)]
+        if any(not p.name.endswith((".tracks.csv", ".tracks.jsonl")) for p in extra):
+            raise AgenderError("--export-mp4/--export-ass/--export-chips are not available with --cluster yet")
+        desc = r.describe_run(item, stages)
+        fp = r.fingerprint(item, stages, desc)
+        fps = video["fps"]
+        idx = analysed_indices(video["frame_count"] or 0, fps, start_s=o.start_s, end_s=o.end_s, rate=o.fps,
+                               max_frames=o.max_frames)
+        tracked = bool(stages)
+        overlap = int(round(self.overlap_s * (min(fps, o.fps) if o.fps else fps))) if tracked else 0
+        segs = plan_segments(idx, keyframes(item.spec, fps), segments=self._segment_count(len(idx), fps),
+                             group_frames=o.group_frames, overlap=overlap, open_end=o.max_frames is None)
+        seg_dicts = [s.to_dict() for s in segs]
+        for a, b in zip(seg_dicts, seg_dicts[1:]):
+            a["next_warm"] = b["warm"] if tracked else None
+        pfp = plan_fingerprint(fp, segs)
+        segdir = r.outdir / f".{item.name}.cluster"
+        plan_file = segdir / "plan.json"
+        old = read_sidecar(plan_file)
+        if old is None or old.get("plan") != pfp or o.overwrite:
+            if segdir.exists():
+                shutil.rmtree(segdir, ignore_errors=True)
+            segdir.mkdir(parents=True, exist_ok=True)
+            write_sidecar(plan_file, {"plan": pfp, "input": item.spec, "segments": seg_dicts})
+        else:
+            for q in segdir.glob(".seg-*.partial"):  # a killed worker's half-written part
+                remove_quietly(q)
+        remove_stale_temps([table, sidecar, *extra])
+        columns = sinks[0].columns
+        tracks_path = extra[0] if tracked and extra else None
+        job = _Job(item=item, lock=lock, segdir=segdir, spec={
+            "name": item.name, "spec": os.path.abspath(item.spec), "segdir": str(segdir.resolve()), "format": o.format, "plan": pfp,
+            "columns": [c for c in columns if c not in ("frame", "time_s", "face", "x1", "y1", "x2", "y2", "det_conf",
+                                                        "age", "age_std", "gender", "p_male")],
+            "first_frame": idx[0] if idx else 0,
+            "options": {k: v for k, v in asdict(o).items() if k != "extra_columns"},
+            "track": self.track if tracked else None,
+        }, segments=seg_dicts, header=sinks[0].header(),
+            face_id_col=columns.index("face_id") if "face_id" in columns else None, tracks_path=tracks_path,
+            fp=fp, desc=desc, video=video)
+        for s in seg_dicts:
+            m = read_sidecar(meta_path(segdir, s["index"]))
+            p = part_path(segdir, s["index"], o.format)
+            if m and m.get("plan") == pfp and p.is_file() and p.stat().st_size == m.get("bytes"):
+                job.metas[s["index"]] = m
+        job.resumed = len(job.metas)
+        if job.metas:
+            log.info("%s: resuming: %d of %d segments already done", item.spec, len(job.metas), len(seg_dicts))
+        return job
+
+    # -- the batch -----------------------------------------------------------------------
+    def run(self, items: list[InputItem]) -> list[InputResult]:
+        results: dict[int, InputResult] = {}
+        jobs: dict[int, _Job] = {}
+        for k, item in enumerate(items):
+            if item.kind == "video" and Path(item.spec).is_file():
+                res = self._prepare(item)
+                if isinstance(res, InputResult):
+                    results[k] = res
+                else:
+                    jobs[k] = res
+        try:
+            self._run_jobs(jobs, results)
+        finally:
+            for job in jobs.values():
+                job.lock.release()
+        for k, item in enumerate(items):  # everything else runs here, as without a cluster
+            if k not in results:
+                results[k] = self.runner.run_input(item)
+        return [results[k] for k in range(len(items))]
+
+    def _run_jobs(self, jobs: dict[int, _Job], results: dict[int, InputResult]) -> None:
+        import ray
+
+        total = sum(s["frames"] for j in jobs.values() for s in j.segments)
+        done_frames = sum(j.metas[i]["frames_written"] for j in jobs.values() for i in j.metas)
+        queue = [(k, s) for k, j in jobs.items() for s in j.segments if s["index"] not in j.metas]
+        futures: dict[Any, tuple[int, int, int]] = {}  # ref -> (job, segment, actor)
+        free = list(range(self.cluster.workers))
+        prog = self.progress
+        if prog is not None:
+            prog.start_cluster(total, done_frames, self.cluster.workers)
+        for k, j in jobs.items():
+            if not j.pending and not [s for s in j.segments if s["index"] not in j.metas]:
+                results[k] = self._finish(j)
+        pings: dict[int, tuple[Any, float]] = {}
+        alive_at: dict[int, float] = {}
+        inflight_frames: dict[int, int] = {}
+        while queue or futures:
+            while queue and free:
+                k, s = queue.pop(0)
+                a = free.pop(0)
+                ref = self.cluster.actors[a].run.remote(jobs[k].spec, s)
+                futures[ref] = (k, s["index"], a)
+                jobs[k].pending.add(s["index"])
+            ready, _ = ray.wait(list(futures), num_returns=1, timeout=0.5)
+            for ref in ready:
+                k, si, a = futures.pop(ref)
+                free.append(a)
+                inflight_frames.pop(a, None)
+                job = jobs[k]
+                job.pending.discard(si)
+                try:
+                    meta = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - the segment failed for good (not a lost worker: those are retried)
+                    job.error = job.error or _remote_error_line(job.item, exc)
+                    queue = [(kk, s) for kk, s in queue if kk != k]
+                    continue
+                job.metas[si] = meta
+                done_frames += meta["frames_written"]
+                if not job.pending and len(job.metas) == len(job.segments) and not job.error:
+                    results[k] = self._finish(job)
+            for k, job in jobs.items():
+                if job.error and not job.pending and k not in results:
+                    results[k] = InputResult(job.item, "failed", job.error)
+            # progress: each worker's status answers from its second thread, also mid-segment
+            now = time.monotonic()
+            for a, (ref, t) in list(pings.items()):
+                got, _ = ray.wait([ref], timeout=0)
+                if got:
+                    try:
+                        st = ray.get(got[0])
+                        alive_at[a] = now
+                        if st.get("segment") is not None and any(v[2] == a for v in futures.values()):
+                            inflight_frames[a] = int(st.get("frames", 0))
+                    except Exception:  # noqa: BLE001 - a dead worker
+                        pass
+                    del pings[a]
+                elif now - t > 10:
+                    del pings[a]
+            for a in range(self.cluster.workers):
+                if a not in pings:
+                    pings[a] = (self.cluster.actors[a].status.remote(), now)
+            alive = sum(1 for a in range(self.cluster.workers) if now - alive_at.get(a, -1e9) < 5)
+            if prog is not None:
+                prog.update(done_frames + sum(inflight_frames.values()), alive)
+        if prog is not None:
+            prog.finish()
+
+    # -- stitching -----------------------------------------------------------------------
+    def _finish(self, job: _Job) -> InputResult:
+        r, o, item = self.runner, self.runner.options, job.item
+        t0 = time.perf_counter()
+        table, sidecar = r.table_path(item), r.sidecar_path(item)
+        metas = [job.metas[s["index"]] for s in job.segments]
+        parts = [part_path(job.segdir, s["index"], o.format) for s in job.segments]
+        maps = reconcile(metas) if job.face_id_col is not None else None
+
+        def chunks():
+            yield job.header
+            for i, p in enumerate(parts):
+                data = p.read_bytes()
+                yield data if maps is None else rewrite_ids(data, o.format, job.face_id_col, maps[i])
+
+        outputs = [table]
+        try:
+            if sidecar.exists():
+                with writing(sidecar):
+                    sidecar.unlink()
+            _stream_write(table, chunks())
+            if job.tracks_path is not None:
+                atomic_write_bytes(job.tracks_path, tracks_file_bytes(merge_tracks(metas, maps, item.name),
+                                                                      "jsonl" if o.format == "jsonl" else "csv",
+                                                                      item.name))
+                outputs.append(job.tracks_path)
+            stitch_s = time.perf_counter() - t0
+            self.stitch_s += stitch_s
+            stats = RunStats(frames_read=max(m["last_frame"] for m in metas) + 1 if metas else 0,
+                             frames_analysed=sum(m["frames_written"] for m in metas),
+                             frames_detected=sum(m["frames_detected"] for m in metas),
+                             faces=sum(m["faces"] for m in metas), wall_s=time.perf_counter() - job.t0,
+                             ms_per_frame=_mean_ms(metas))
+            src = SimpleNamespace(**job.video)
+            rec = r._record(item, src, stats, outputs, None, [], SimpleNamespace(dropped=0), "")
+            rec["fingerprint"], rec["run"] = job.fp, job.desc
+            rec["cluster"] = self._cluster_record(metas, stitch_s)
+            rec["cluster"]["segments_resumed"] = job.resumed
+            write_sidecar(sidecar, rec)
+        except (OutputError, OSError) as exc:
+            for p in outputs:
+                remove_quietly(p)
+            return InputResult(item, "failed", f"{item.spec}: {exc}")
+        shutil.rmtree(job.segdir, ignore_errors=True)
+        return InputResult(item, "done", outputs=[*outputs, sidecar], stats=stats)
+
+    def _cluster_record(self, metas: list[dict], stitch_s: float) -> dict:
+        per: dict[str, dict] = {}
+        for m in metas:
+            w = per.setdefault(m["worker"], {"worker": m["worker"], "segments": 0, "frames": 0, "wall_s": 0.0,
+                                             "cpu_s": 0.0, "cores": m.get("cores")})
+            w["segments"] += 1
+            w["frames"] += m["frames_analysed"]
+            w["wall_s"] += m["wall_s"]
+            w["cpu_s"] += m.get("cpu_s", 0.0)
+        for w in per.values():
+            w["wall_s"], w["cpu_s"] = round(w["wall_s"], 3), round(w["cpu_s"], 3)
+            w["fps"] = round(w["frames"] / w["wall_s"], 2) if w["wall_s"] > 0 else 0.0
+            w["frames_per_cpu_s"] = round(w["frames"] / w["cpu_s"], 2) if w["cpu_s"] > 0 else 0.0
+        n = max(1, len(metas))
+        return {
+            "address": self.cluster.address, "workers": self.cluster.workers, "nodes": self.cluster.nodes,
+            "cpus_per_worker": self.cluster.cpus_per_worker, "segments": len(metas),
+            "overlap_frames": sum(m["frames_analysed"] - m["frames_written"] for m in metas),
+            "per_worker": sorted(per.values(), key=lambda w: w["worker"]),
+            "per_segment_overhead_s": {
+                "model_load": round(sum(m["model_load_s"] for m in metas) / n, 4),
+                "seek": round(sum(m["seek_s"] for m in metas) / n, 4),
+                "stitch": round(stitch_s / n, 4),
+            },
+        }
+
+
+def _mean_ms(metas: list[dict]) -> dict[str, float]:
+    tot = sum(m["frames_analysed"] for m in metas) or 1
+    keys = {k for m in metas for k in m.get("ms_per_frame", {})}
+    return {k: round(sum(m["ms_per_frame"].get(k, 0.0) * m["frames_analysed"] for m in metas) / tot, 3)
+            for k in sorted(keys)}
+
+
+def _remote_error_line(item: InputItem, exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    text = str(cause).strip().splitlines()
+    line = text[-1] if text else type(cause).__name__
+    return line if item.spec in line else f"{item.spec}: {line}"
