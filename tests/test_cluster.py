@@ -41,7 +41,10 @@ needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="ray is not installed (pip i
 def _env() -> dict:
     env = dict(os.environ, AGENDER_MODELS=str(MODELS), PYTHONPATH=str(REPO), RAY_AUTH_MODE="disabled",
                RAY_USAGE_STATS_ENABLED="0", OPENCV_LOG_LEVEL="ERROR",
-               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # every Ray socket on loopback, not the NIC
+               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # every Ray socket on loopback, not the NIC
+               # gRPC's epoll1 poller can abort in the Ray Client proxy after it forks a server
+               # (seen once: "Check failed: next_worker->state == KICKED"); the poll poller avoids that path
+               GRPC_POLL_STRATEGY="poll")
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -293,14 +296,29 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+_SECOND_NODE = """
+import sys, time
+from ray._private.node import Node
+from ray._private.parameter import RayParams
+Node(RayParams(gcs_address=sys.argv[1], temp_dir=sys.argv[2], node_ip_address="127.0.0.1", num_cpus=1,
+               include_dashboard=False),
+     head=False, shutdown_at_exit=True, spawn_reaper=True)
+while True:
+    time.sleep(1)
+"""
+
+
 @contextmanager
 def ray_cluster():
     """``ray start --head`` on 127.0.0.1 (1 CPU) plus a second node (1 CPU): two worker
     machines in miniature. Yields the Ray Client address; both nodes' process groups are killed
     at the end."""
-    # Ray refuses a second node when it takes the head for a single-machine one (seen with a
-    # 127.0.0.1 head on Linux too): this says that the nodes are meant to form one cluster
-    env = {**_env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+    # Every Ray socket stays on loopback (this machine talks to nothing else): with
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (from _env) Ray binds to 127.0.0.1, but then `ray start
+    # --address` refuses to add a node, and with =1 Ray maps 127.0.0.1 to the NIC's address. So the
+    # second node is started the way Ray's own multi-node test harness (ray.cluster_utils) does it:
+    # a process that runs a non-head ray._private.node.Node against the head's GCS, on 127.0.0.1.
+    env = _env()
     tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     gcs, client, *p = _free_ports(14)
     common = ["--num-cpus=1", "--disable-usage-stats", "--block", "--node-ip-address=127.0.0.1"]
@@ -309,10 +327,7 @@ def ray_cluster():
             f"--node-manager-port={p[0]}", f"--object-manager-port={p[1]}", f"--dashboard-agent-listen-port={p[2]}",
             f"--dashboard-agent-grpc-port={p[3]}", f"--metrics-export-port={p[4]}", f"--runtime-env-agent-port={p[5]}",
             *common]
-    second = [sys.executable, "-m", "ray.scripts.scripts", "start", f"--address=127.0.0.1:{gcs}",
-              f"--node-manager-port={p[6]}", f"--object-manager-port={p[7]}", f"--dashboard-agent-listen-port={p[8]}",
-              f"--dashboard-agent-grpc-port={p[9]}", f"--metrics-export-port={p[10]}",
-              f"--runtime-env-agent-port={p[11]}", *common]
+    second = [sys.executable, "-c", _SECOND_NODE, f"127.0.0.1:{gcs}", tmp]
     procs = []
     try:
         procs.append(subprocess.Popen(head, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
