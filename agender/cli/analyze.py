@@ -126,10 +126,16 @@ def plugins_for(args: argparse.Namespace) -> Plugins:
     if not track:
         if getattr(args, "detect_every", 1) > 1 or getattr(args, "skip_similar", 0.0) > 0:
             args._parser.error("--detect-every and --skip-similar need tracking (not with --no-track or --no-detect)")
+    reid = getattr(args, "reid", True)
+    if reid and track and getattr(args, "cluster", None):
+        # segments are analysed apart, and people are only joined across a whole video
+        log.warning("--cluster: people re-identification (person_id, <name>.people.csv) is not available "
+                    "on a cluster yet; running as with --no-reid")
+        reid = False
     tr = TrackOptions(enabled=track, detect_every=getattr(args, "detect_every", 1),
                       reestimate_every=getattr(args, "reestimate_every", None),
                       skip_similar=getattr(args, "skip_similar", 0.0), between=getattr(args, "track_between", "kalman"),
-                      reid=getattr(args, "reid", True), reid_threshold=getattr(args, "reid_threshold", None),
+                      reid=reid, reid_threshold=getattr(args, "reid_threshold", None),
                       privacy=getattr(args, "privacy", False))
     ex = ExportOptions(mp4=getattr(args, "export_mp4", False), ass=getattr(args, "export_ass", False),
                        chips=getattr(args, "export_chips", False))
