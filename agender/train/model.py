@@ -9,6 +9,7 @@ as float16 (cast to float32 at load: ORT folds the casts, compute stays float32)
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -46,8 +47,8 @@ class ConvAff(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(w.shape[1], w.shape[0], w.shape[2], stride=stride, padding=pad)
         with torch.no_grad():
-            self.conv.weight.copy_(torch.from_numpy(w))
-            self.conv.bias.copy_(torch.from_numpy(b))
+            self.conv.weight.copy_(torch.from_numpy(np.array(w)))
+            self.conv.bias.copy_(torch.from_numpy(np.array(b)))
         self.scale = nn.Parameter(torch.from_numpy(scale.reshape(1, -1, 1, 1).copy()))
         self.offset = nn.Parameter(torch.from_numpy(offset.reshape(1, -1, 1, 1).copy()))
 
@@ -76,12 +77,17 @@ class AgenderNet(nn.Module):
         with torch.no_grad():
             self.age.weight.copy_(torch.from_numpy(w))
             self.age.bias.copy_(torch.from_numpy(b))
+        # gender tower: its own copy of the last (256-channel) stage, seeded from the age net's.
+        # Measured: a linear probe on the age trunk's pooled features gets 61 % gender on UTK
+        # (the age net's last stage discards gender); sharing everything, joint fine-tuning
+        # reached 59.5 % after one epoch.
+        self.g = nn.ModuleList(copy.deepcopy(layers[7:]))
         self.drop = nn.Dropout(0.2)
         self.gender = nn.Linear(256, 1)
         nn.init.normal_(self.gender.weight, std=0.01)
         nn.init.zeros_(self.gender.bias)
 
-    def features(self, x):
+    def trunk(self, x):
         c = self.c
         x = F.relu(c[0](x))
         x = F.max_pool2d(x, 3, 2)
@@ -90,16 +96,25 @@ class AgenderNet(nn.Module):
         y = F.pad(c[4](F.relu(c[3](x))), (0, 1, 0, 1))
         s = F.pad(F.avg_pool2d(x, 2, 2), (0, 0, 0, 0, 0, 64))
         x = F.relu(y + s)
-        x = F.relu(c[6](F.relu(c[5](x))) + x)
-        y = c[8](F.relu(c[7](x)))
+        return F.relu(c[6](F.relu(c[5](x))) + x)
+
+    @staticmethod
+    def last_stage(c, x):
+        """dlib residual_down (128 -> 256) + residual; ``c`` = the stage's 4 ConvAff."""
+        y = c[1](F.relu(c[0](x)))
         s = F.pad(F.avg_pool2d(x, 2, 2), (0, 0, 0, 0, 0, 128))
         x = F.relu(y + s)
-        x = F.relu(c[10](F.relu(c[9](x))) + x)
+        x = F.relu(c[3](F.relu(c[2](x))) + x)
         return x.mean(dim=(2, 3))
 
+    def features(self, x):
+        return self.last_stage(self.c[7:], self.trunk(x))
+
     def forward(self, x):
-        f = self.features(x)
-        return self.age(f), self.gender(self.drop(f)).squeeze(1)
+        t = self.trunk(x)
+        fa = self.last_stage(self.c[7:], t)
+        fg = self.last_stage(self.g, t)
+        return self.age(fa), self.gender(self.drop(fg)).squeeze(1)
 
 
 def export_onnx(net: AgenderNet, out: Path, *, std_scale: float, extra_meta: dict | None = None,
@@ -121,6 +136,11 @@ def export_onnx(net: AgenderNet, out: Path, *, std_scale: float, extra_meta: dic
         new[f"layer_{aff}_offset"] = sd[f"c.{i}.offset"]
     new["layer_1_weights"] = sd["age.weight"].T.copy()
     new["layer_1_bias"] = sd["age.bias"]
+    for i, (conv, aff) in enumerate(CONVS[7:]):
+        new[f"g_layer_{conv}_weights"] = sd[f"g.{i}.conv.weight"]
+        new[f"g_layer_{conv}_bias"] = sd[f"g.{i}.conv.bias"]
+        new[f"g_layer_{aff}_scale"] = sd[f"g.{i}.scale"]
+        new[f"g_layer_{aff}_offset"] = sd[f"g.{i}.offset"]
     new["gender_weights"] = sd["gender.weight"].T.copy()  # (256, 1)
     new["gender_bias"] = sd["gender.bias"]
     keep = [t for t in g.initializer if t.name not in new]
@@ -137,8 +157,28 @@ def export_onnx(net: AgenderNet, out: Path, *, std_scale: float, extra_meta: dic
     for n in g.node:
         if n.op_type == "Softmax":
             n.output[0] = "age_probs"
-    nodes = casts + list(g.node) + [
-        helper.make_node("Gemm", ["layer_1_flatten", "gender_weights", "gender_bias"], ["gender_logit"]),
+    # the gender tower: the nodes from the last stage's first conv to Flatten, cloned with "g_"
+    # names, reading the same stage input (layer_22_relu)
+    names = [n.name for n in g.node]
+    order = list(g.node)
+    start = next(i for i, n in enumerate(order) if n.output[0] == "layer_20_conv")
+    stop = next(i for i, n in enumerate(order) if n.op_type == "Flatten")
+    produced, tower = set(), []
+    for n in order[start:stop + 1]:
+        c = onnx.NodeProto()
+        c.CopyFrom(n)
+        c.name = "g_" + n.name if n.name else ""
+        for j, t in enumerate(c.input):
+            if t in produced or (t.startswith("layer_") and ("_weights" in t or "_bias" in t or "_scale" in t
+                                                              or "_offset" in t)):
+                c.input[j] = "g_" + t
+        for j, t in enumerate(c.output):
+            produced.add(t)
+            c.output[j] = "g_" + t
+        tower.append(c)
+    del names
+    nodes = casts + order + tower + [
+        helper.make_node("Gemm", ["g_layer_1_flatten", "gender_weights", "gender_bias"], ["gender_logit"]),
         helper.make_node("Sigmoid", ["gender_logit"], ["p_male"]),
     ]
     del g.node[:]

@@ -181,8 +181,8 @@ def train(cfg: Config, cache: Path, out: Path) -> Path:
     hidx = np.flatnonzero(d["hold"])
     log.info("train %d, val(utk) %d, hold-out(aaf) %d", len(tr_idx), len(vidx), len(hidx))
     net = AgenderNet()
-    heads = [p for n, p in net.named_parameters() if n.startswith(("age.", "gender."))]
-    trunk = [p for n, p in net.named_parameters() if not n.startswith(("age.", "gender."))]
+    heads = [p for n, p in net.named_parameters() if n.startswith(("age.", "gender.", "g."))]
+    trunk = [p for n, p in net.named_parameters() if not n.startswith(("age.", "gender.", "g."))]
     opt = torch.optim.AdamW([{"params": trunk, "lr": cfg.lr}, {"params": heads, "lr": cfg.head_lr}],
                             weight_decay=cfg.weight_decay)
     steps_per_epoch = cfg.epoch_size // cfg.batch
