@@ -77,13 +77,15 @@ def prepare(train_root: Path, cache: Path, sources=SOURCES, force: bool = False,
     from agender.analyzer import Analyzer
     from agender.io.sources import read_image  # the reader agender eval uses
 
-    rec = _Recorder()
-    an = Analyzer(detector="auto", estimator=rec, device="cpu")
+    rec = an = None
     for src in sources:
         out = cache / "chips" / src
         if (out / "meta.npz").is_file() and not force:
             log.info("%s: cached in %s", src, out)
             continue
+        if an is None:  # the detector loads only when there is something to cut
+            rec = _Recorder()
+            an = Analyzer(detector="auto", estimator=rec, device="cpu")
         rows = read_csv(train_root, src)
         n = len(rows)
         nd = np.zeros((n, 64, 64, 3), np.uint8)
