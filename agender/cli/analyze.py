@@ -128,9 +128,9 @@ def plugins_for(args: argparse.Namespace) -> Plugins:
             args._parser.error("--detect-every and --skip-similar need tracking (not with --no-track or --no-detect)")
     reid = getattr(args, "reid", True)
     if reid and track and getattr(args, "cluster", None):
-        # segments are analysed apart, and people are only joined across a whole video
-        log.warning("--cluster: people re-identification (person_id, <name>.people.csv) is not available "
-                    "on a cluster yet; running as with --no-reid")
+        # segments are analysed apart, and people are only joined across a whole video; said
+        # once the cluster is reached (_run_on_cluster), so a failure stays one line
+        args._reid_off_on_cluster = True
         reid = False
     tr = TrackOptions(enabled=track, detect_every=getattr(args, "detect_every", 1),
                       reestimate_every=getattr(args, "reestimate_every", None),
@@ -249,4 +249,7 @@ def _run_on_cluster(args: argparse.Namespace, runner, plugins: Plugins, items) -
     progress = NoClusterProgress() if args.quiet else ClusterProgress(tty=stderr_is_tty())
     with connect(args.cluster, model_args=model_args, workers=args.cluster_workers,
                  cpus_per_worker=args.cluster_cpus) as cl:
+        if getattr(args, "_reid_off_on_cluster", False):
+            log.warning("--cluster: people re-identification (person_id, <name>.people.csv) is not available "
+                        "on a cluster yet; running as with --no-reid")
         return ClusterRunner(runner, cl, track=track, segments=args.cluster_segments, progress=progress).run(list(items))

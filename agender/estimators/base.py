@@ -36,6 +36,8 @@ ESTIMATORS = MappingProxyType(
         "cydral": "agender.estimators.cydral:CydralEstimator",
         "ssrnet": "agender.estimators.ssrnet:SSRNetEstimator",
         "levi-hassner": "agender.estimators.levi_hassner:LeviHassnerEstimator",
+        # our own net (agender.train); weights are not shipped yet: $AGENDER_NET or --models DIR
+        "agender": "agender.estimators.agender_net:AgenderEstimator",
     }
 )
 # What "auto" (the default everywhere) means: Cydral's CC0 nets with the int8 age net, which

@@ -1,0 +1,164 @@
+"""agender's own age & gender net (trained by :mod:`agender.train`), one ONNX file.
+
+One 64x64 chip per face, cut exactly like Cydral's age chip (dlib ``extract_image_chip`` on
+the 5-point template, 0.2 padding; landmarks from YuNet when the detector gave them, else
+from dlib's 5-point predictor), so training chips (:mod:`agender.train.data`) and inference
+chips come from the same code: :meth:`AgenderEstimator.chip`.
+
+The net has two outputs: ``age_probs`` (N, K) over the ages listed in the model's metadata
+and ``p_male`` (N,). Age = expected value; ``age_std`` = the distribution's spread times a
+calibration factor fitted on a training hold-out (metadata ``agender.std_scale``).
+
+Where the ONNX comes from: ``$AGENDER_NET`` (a file path) if set, else
+``agender-net-v1.onnx`` on the model search path (``--models DIR``, ``$AGENDER_MODELS``, ...).
+The weights inherit UTKFace's non-commercial terms (see :mod:`agender.train`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from agender.devices import OnnxSession
+from agender.errors import AgenderError, ModelError
+from agender.estimators.cydral import DLIB_TEMPLATE, YUNET_TEMPLATE, CydralBundle, _chip_points
+from agender.faces import Estimates
+from agender.imageops import to_bgr8
+
+MODEL_FILE = "agender-net-v1.onnx"
+ENV_VAR = "AGENDER_NET"
+CHIP = 64
+# Cydral's age-net normalization (RGB, (x - mean) * scale), kept since the trunk is seeded from it
+MEANS = (122.782, 117.001, 104.298)
+SCALE = 1.0 / 256.0
+
+
+def read_metadata(path: Path | str) -> dict:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    meta = {p.key: p.value for p in m.metadata_props}
+    try:
+        return {
+            "ages": np.asarray(json.loads(meta["agender.ages"]), np.float64),
+            "std_scale": float(meta.get("agender.std_scale", "1.0")),
+            "means": np.asarray(json.loads(meta.get("agender.means", json.dumps(MEANS))), np.float32),
+            "scale": float(meta.get("agender.scale", str(SCALE))),
+        }
+    except (KeyError, ValueError) as exc:
+        raise ModelError(f"{path}: not an agender net (metadata {exc})") from exc
+
+
+class AgenderEstimator:
+    """Age distribution + P(male) from one 64-px chip (see the module docstring)."""
+
+    name = "agender"
+    wants_landmarks = True
+    default_padding = 0.25  # same crop as cydral: the chip reaches beyond the detector box
+
+    def __init__(self, models=None, device: str = "auto", variant: str = "", *,
+                 crop_padding: float | None = None, threads: int | None = None,
+                 model_path: str | Path | None = None, load_net: bool = True):
+        if variant not in ("", "v1", "fp32"):
+            raise AgenderError(f"estimator agender has no variant {variant!r}")
+        self.bundle = CydralBundle.load()  # dlib's shape predictor and the chip padding
+        self.crop_padding = self.default_padding if crop_padding is None else float(crop_padding)
+        self.device_used = "CPU"
+        self._predictor_obj = None
+        if not load_net:  # chips only (training data prep)
+            return
+        path = Path(model_path) if model_path else None
+        if path is None and os.environ.get(ENV_VAR):
+            path = Path(os.environ[ENV_VAR]).expanduser()
+        if path is None and models is not None:
+            path = models.find(MODEL_FILE)
+        if path is None or not path.is_file():
+            raise ModelError(f"agender net not found: set ${ENV_VAR} to the ONNX file or put {MODEL_FILE} "
+                             "in --models DIR (train one: python -m agender.train --out DIR)")
+        self.model_path = path
+        self.meta = read_metadata(path)
+        self._net = OnnxSession(path, device=device, threads=threads, name=str(path), opt_level="extended")
+        self.device_used = self._net.device_used
+
+    # -- chips (shared with agender.train.data) -----------------------------------------------
+    def _predictor(self):
+        if self._predictor_obj is None:
+            import dlib
+
+            self._predictor_obj = dlib.shape_predictor(str(self.bundle.shape_predictor))
+        return self._predictor_obj
+
+    def dlib_landmarks(self, image: np.ndarray) -> np.ndarray:
+        import dlib
+
+        h, w = image.shape[:2]
+        inner = self.crop_padding / (1.0 + 2.0 * self.crop_padding)
+        mx, my = round(w * inner), round(h * inner)
+        rect = dlib.rectangle(mx, my, max(mx + 1, w - 1 - mx), max(my + 1, h - 1 - my))
+        shape = self._predictor()(image, rect)
+        return np.array([(shape.part(i).x, shape.part(i).y) for i in range(shape.num_parts)], np.float64)
+
+    def chip(self, crop: np.ndarray, landmarks: np.ndarray | None = None, size: int = CHIP) -> np.ndarray:
+        """The RGB uint8 chip for one padded BGR crop (Cydral's age-chip geometry)."""
+        import dlib
+
+        crop = np.ascontiguousarray(crop)
+        if landmarks is not None:
+            pts, template = np.asarray(landmarks, np.float64).reshape(5, 2), YUNET_TEMPLATE
+        else:
+            pts, template = self.dlib_landmarks(crop), DLIB_TEMPLATE
+        chip_pts = _chip_points(template, size, self.bundle.chip_padding)
+        details = dlib.chip_details(
+            dlib.dpoints([dlib.dpoint(float(x), float(y)) for x, y in chip_pts]),
+            dlib.dpoints([dlib.dpoint(float(x), float(y)) for x, y in pts]),
+            dlib.chip_dims(size, size),
+        )
+        return dlib.extract_image_chip(crop, details)[..., ::-1]
+
+    def chips_batch(self, crops: Sequence[np.ndarray], landmarks=None) -> tuple[np.ndarray, np.ndarray]:
+        n = len(crops)
+        out = np.zeros((n, CHIP, CHIP, 3), np.uint8)
+        ok = np.zeros(n, bool)
+        for i, crop in enumerate(crops):
+            crop = to_bgr8(crop)
+            if min(crop.shape[:2]) < 2:
+                continue
+            lm = None if landmarks is None else landmarks[i]
+            if lm is not None and not (np.size(lm) == 10 and np.isfinite(lm).all()):
+                lm = None
+            out[i] = self.chip(crop, lm)
+            ok[i] = True
+        return out, ok
+
+    # -- the protocol --------------------------------------------------------------------------
+    def tensor(self, chips: np.ndarray) -> np.ndarray:
+        x = chips.astype(np.float32)
+        x -= self.meta["means"]
+        x *= np.float32(self.meta["scale"])
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def run_chips(self, chips: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(age, age_std, p_male) for RGB uint8 chips (N, 64, 64, 3)."""
+        probs, p_male = self._net.run({self._net.input_names[0]: self.tensor(chips)})[:2]
+        ages = self.meta["ages"]
+        p = probs.astype(np.float64)
+        mean = p @ ages
+        var = (p * (ages[None, :] - mean[:, None]) ** 2).sum(axis=1)
+        std = np.sqrt(np.maximum(var, 0.0)) * self.meta["std_scale"]
+        return mean, std, np.asarray(p_male, np.float64).reshape(-1)
+
+    def estimate(self, crops: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None) -> Estimates:
+        n = len(crops)
+        if n == 0:
+            return Estimates.empty()
+        chips, ok = self.chips_batch(crops, landmarks)
+        age = np.full(n, np.nan, np.float32)
+        std = np.full(n, np.nan, np.float32)
+        p_male = np.full(n, np.nan, np.float32)
+        if ok.any():
+            a, s, g = self.run_chips(chips[ok])
+            age[ok], std[ok], p_male[ok] = a, s, g
+        return Estimates(age=age, p_male=p_male, age_std=std)

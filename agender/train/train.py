@@ -1,0 +1,239 @@
+"""Fine-tune :class:`AgenderNet` on the cached chips (see :mod:`agender.train.data`).
+
+Sampling: every epoch draws ``epoch_size`` chips with replacement, weighted so that each
+decade x gender cell is equally likely, and within a cell race groups (UTK's five labels; AAF
+counts as its own group) are balanced softly (weight ∝ n_race^-0.5). Validation (checkpoint
+choice, age_std calibration) uses training data only: a seeded 5 % of UTK and the AAF hold-out
+(detector chips). faces-dev is never read here.
+
+Loss: DLDL soft-label cross entropy (Gaussian around the true age, sigma growing with age)
++ 0.1 x L1 of the expected age (mean loss) + BCE on gender.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from agender.estimators.agender_net import MEANS, SCALE
+from agender.train import data as D
+from agender.train.model import AGES, AgenderNet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    epochs: int = 12
+    epoch_size: int = 20000
+    batch: int = 64
+    lr: float = 3e-4          # trunk
+    head_lr: float = 1e-3     # age and gender heads
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    l1_weight: float = 0.1
+    gender_weight: float = 1.0
+    threads: int = 2
+    val_fraction: float = 0.05
+
+
+def decade(age: np.ndarray) -> np.ndarray:
+    return np.minimum(age // 10, 7).astype(int)
+
+
+def utk_val_mask(files) -> np.ndarray:
+    keys = np.array([int(hashlib.sha1(f"val:{f}".encode()).hexdigest()[:8], 16) for f in files])
+    return keys < 0.05 * 2**32
+
+
+def load_all(cache: Path):
+    u, a = D.load(cache, "utk"), D.load(cache, "aaf")
+    val = np.concatenate([utk_val_mask(u["files"]), np.zeros(len(a["age"]), bool)])
+    hold = np.concatenate([np.zeros(len(u["age"]), bool), a["holdout"]])
+    nd = np.concatenate([np.asarray(u["nd"]), np.asarray(a["nd"])])
+    det = np.concatenate([np.asarray(u["det"]), np.asarray(a["det"])])
+    has_det = np.concatenate([np.zeros(len(u["age"]), bool), a["has_det"]])
+    age = np.concatenate([u["age"], a["age"]]).astype(np.float32)
+    male = np.concatenate([u["male"], a["male"]])
+    race = np.concatenate([u["race"], np.array(["aaf"] * len(a["age"]))])
+    return dict(nd=nd, det=det, has_det=has_det, age=age, male=male, race=race, val=val, hold=hold)
+
+
+def sample_weights(age, male, race) -> np.ndarray:
+    cell = decade(age) * 2 + male.astype(int)
+    w = np.zeros(len(age))
+    for c in np.unique(cell):
+        m = cell == c
+        rs, cnt = np.unique(race[m], return_counts=True)
+        rw = {r: k ** -0.5 for r, k in zip(rs, cnt)}
+        wc = np.array([rw[r] for r in race[m]])
+        w[m] = wc / wc.sum()  # each cell sums to 1
+    return w / w.sum()
+
+
+# -- augmentation (video conditions) ------------------------------------------------------------
+def augment(chip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    x = chip
+    if rng.random() < 0.5:
+        x = x[:, ::-1]
+    if rng.random() < 0.7:  # small pose / shift / scale
+        ang = rng.uniform(-10, 10)
+        sc = rng.uniform(0.92, 1.08)
+        M = cv2.getRotationMatrix2D((32, 32), ang, sc)
+        M[:, 2] += rng.uniform(-2.5, 2.5, 2)
+        x = cv2.warpAffine(np.ascontiguousarray(x), M, (64, 64), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+    if rng.random() < 0.3:  # low resolution
+        s = int(rng.integers(14, 48))
+        x = cv2.resize(np.ascontiguousarray(x), (s, s), interpolation=cv2.INTER_AREA)
+        x = cv2.resize(x, (64, 64), interpolation=cv2.INTER_LINEAR if rng.random() < 0.5 else cv2.INTER_CUBIC)
+    if rng.random() < 0.2:  # defocus / motion-ish blur
+        x = cv2.GaussianBlur(np.ascontiguousarray(x), (0, 0), rng.uniform(0.4, 1.3))
+    x = np.ascontiguousarray(x).astype(np.float32)
+    if rng.random() < 0.6:  # brightness / contrast / colour cast
+        x = x * rng.uniform(0.65, 1.35) + rng.uniform(-30, 30) + rng.uniform(-8, 8, 3)
+    if rng.random() < 0.05:
+        x = np.repeat(x.mean(axis=2, keepdims=True), 3, axis=2)
+    if rng.random() < 0.15:
+        x = x + rng.normal(0, rng.uniform(2, 8), x.shape)
+    x = np.clip(x, 0, 255).astype(np.uint8)
+    if rng.random() < 0.35:  # JPEG (encode as BGR like a camera/codec would)
+        ok, buf = cv2.imencode(".jpg", x[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 90))])
+        x = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return x
+
+
+def to_tensor(chips: np.ndarray) -> torch.Tensor:
+    x = chips.astype(np.float32)
+    x -= np.asarray(MEANS, np.float32)
+    x *= np.float32(SCALE)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+_AGES_T = torch.tensor(AGES, dtype=torch.float32)
+
+
+def soft_labels(age: torch.Tensor) -> torch.Tensor:
+    sigma = (1.0 + 0.06 * age).clamp(min=1.0)[:, None]
+    d = _AGES_T[None, :] - age[:, None]
+    t = torch.exp(-0.5 * (d / sigma) ** 2)
+    return t / t.sum(1, keepdim=True)
+
+
+def loss_fn(la, lg, age, male, cfg: Config):
+    logp = F.log_softmax(la, 1)
+    ce = -(soft_labels(age) * logp).sum(1).mean()
+    mean = (logp.exp() * _AGES_T[None, :]).sum(1)
+    l1 = (mean - age).abs().mean()
+    bce = F.binary_cross_entropy_with_logits(lg, male.float())
+    return ce + cfg.l1_weight * l1 + cfg.gender_weight * bce, l1.item(), bce.item()
+
+
+@torch.no_grad()
+def predict_chips(net, chips: np.ndarray, batch: int = 256):
+    net.eval()
+    ages, stds, pms = [], [], []
+    for s in range(0, len(chips), batch):
+        la, lg = net(to_tensor(np.asarray(chips[s:s + batch])))
+        p = F.softmax(la, 1)
+        m = (p * _AGES_T).sum(1)
+        v = (p * (_AGES_T[None] - m[:, None]) ** 2).sum(1)
+        ages.append(m), stds.append(v.clamp(min=0).sqrt()), pms.append(torch.sigmoid(lg))
+    return torch.cat(ages).numpy(), torch.cat(stds).numpy(), torch.cat(pms).numpy()
+
+
+def val_figures(net, chips, age, male) -> dict:
+    a, s, p = predict_chips(net, chips)
+    err = np.abs(a - age)
+    dec = decade(age)
+    per = {int(d): float(err[dec == d].mean()) for d in np.unique(dec)}
+    return {"mae": float(err.mean()), "gender": float(((p >= 0.5) == male).mean()),
+            "mae_balanced": float(np.mean(list(per.values()))), "mae_by_decade": per,
+            "coverage_raw": float((err <= s).mean())}
+
+
+def fit_std_scale(net, chips, age) -> float:
+    """The factor k for which |err| <= k * std on 68 % of the validation chips (±1 sigma)."""
+    a, s, _ = predict_chips(net, chips)
+    r = np.abs(a - age) / np.maximum(s, 1e-3)
+    return float(np.quantile(r, 0.68))
+
+
+def train(cfg: Config, cache: Path, out: Path) -> Path:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    d = load_all(cache)
+    tr = ~(d["val"] | d["hold"])
+    w = sample_weights(d["age"][tr], d["male"][tr], d["race"][tr])
+    tr_idx = np.flatnonzero(tr)
+    vidx = np.flatnonzero(d["val"])
+    hidx = np.flatnonzero(d["hold"])
+    log.info("train %d, val(utk) %d, hold-out(aaf) %d", len(tr_idx), len(vidx), len(hidx))
+    net = AgenderNet()
+    heads = [p for n, p in net.named_parameters() if n.startswith(("age.", "gender.", "g."))]
+    trunk = [p for n, p in net.named_parameters() if not n.startswith(("age.", "gender.", "g."))]
+    opt = torch.optim.AdamW([{"params": trunk, "lr": cfg.lr}, {"params": heads, "lr": cfg.head_lr}],
+                            weight_decay=cfg.weight_decay)
+    steps_per_epoch = cfg.epoch_size // cfg.batch
+    total = steps_per_epoch * cfg.epochs
+    base = [g["lr"] for g in opt.param_groups]
+    ck = out / "last.pt"
+    start, history, best = 0, [], math.inf
+    if ck.is_file():
+        st = torch.load(ck, weights_only=False)
+        net.load_state_dict(st["net"]), opt.load_state_dict(st["opt"])
+        rng = st["rng"]
+        torch.set_rng_state(st["torch_rng"])
+        start, history, best = st["epoch"], st["history"], st["best"]
+        log.info("resumed after epoch %d", start)
+    for epoch in range(start, cfg.epochs):
+        net.train()
+        t0 = time.time()
+        draw = tr_idx[rng.choice(len(tr_idx), size=steps_per_epoch * cfg.batch, p=w)]
+        sums = np.zeros(3)
+        for b in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + b
+            f = min(1.0, (step + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / total))
+            for g, lr in zip(opt.param_groups, base):
+                g["lr"] = lr * f
+            idx = draw[b * cfg.batch:(b + 1) * cfg.batch]
+            use_det = d["has_det"][idx] & (rng.random(len(idx)) < 0.5)
+            chips = np.stack([augment(d["det"][i] if u else d["nd"][i], rng) for i, u in zip(idx, use_det)])
+            la, lg = net(to_tensor(chips))
+            loss, l1, bce = loss_fn(la, lg, torch.from_numpy(d["age"][idx]), torch.from_numpy(d["male"][idx]), cfg)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sums += (loss.item(), l1, bce)
+            if b % 50 == 0:
+                log.info("epoch %d step %d/%d loss %.3f l1 %.2f bce %.3f (%.0f ms/step)", epoch + 1, b,
+                         steps_per_epoch, *(sums / (b + 1)), 1000 * (time.time() - t0) / (b + 1))
+        train_s = time.time() - t0
+        v = val_figures(net, d["nd"][vidx], d["age"][vidx], d["male"][vidx])
+        h = val_figures(net, d["det"][hidx], d["age"][hidx], d["male"][hidx])
+        score = v["mae_balanced"] + h["mae"] + 10 * ((1 - v["gender"]) + (1 - h["gender"]))
+        rec = {"epoch": epoch + 1, "train_s": round(train_s, 1), "loss": sums[0] / steps_per_epoch,
+               "val_utk": v, "holdout_aaf": h, "score": score}
+        history.append(rec)
+        log.info("epoch %d done in %.0f s: utk val MAE %.2f (balanced %.2f) gender %.3f | aaf hold-out MAE %.2f "
+                 "gender %.3f | score %.3f", epoch + 1, train_s, v["mae"], v["mae_balanced"], v["gender"],
+                 h["mae"], h["gender"], score)
+        if score < best:
+            best = score
+            torch.save({"net": net.state_dict(), "epoch": epoch + 1, "score": score}, out / "best.pt")
+        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "rng": rng, "torch_rng": torch.get_rng_state(),
+                    "epoch": epoch + 1, "history": history, "best": best, "config": asdict(cfg)}, ck)
+        torch.save({"net": net.state_dict(), "epoch": epoch + 1}, out / f"epoch{epoch + 1:02d}.pt")
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+    return out / "best.pt"
