@@ -7,20 +7,17 @@ sinks' columns and header, the sidecar record. Only local video files are split;
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import shutil
-import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterable
+from typing import Any
 
-from agender.cluster import ClusterError, Cluster
+from agender.cluster import Cluster
 from agender.cluster.plan import analysed_indices, keyframes, plan_fingerprint, plan_segments
 from agender.cluster.stitch import merge_tracks, reconcile, rewrite_ids, tracks_file_bytes
 from agender.cluster.worker import meta_path, part_path
@@ -53,23 +50,6 @@ class _Job:
     error: str = ""
     resumed: int = 0
     t0: float = field(default_factory=time.perf_counter)
-
-
-def _stream_write(path: Path, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` to a temp file beside ``path``, fsync, rename: atomic, not all in memory."""
-    with writing(path):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.fchmod(fd, 0o644)
-            with os.fdopen(fd, "wb") as fh:
-                for c in chunks:
-                    fh.write(c)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            remove_quietly(tmp)
-            raise
 
 
 class ClusterRunner:
@@ -296,7 +276,7 @@ class ClusterRunner:
             if sidecar.exists():
                 with writing(sidecar):
                     sidecar.unlink()
-            _stream_write(table, chunks())
+            atomic_write_bytes(table, chunks())
             if job.tracks_path is not None:
                 atomic_write_bytes(job.tracks_path, tracks_file_bytes(merge_tracks(metas, maps, item.name),
                                                                       "jsonl" if o.format == "jsonl" else "csv",

@@ -7,10 +7,13 @@ interrupted run never leaves a file that looks complete. :meth:`Sink.abort` disc
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 from agender.errors import OutputError
 
@@ -55,26 +58,43 @@ def remove_quietly(path: str | Path) -> None:
         pass
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes | Iterable[bytes]) -> None:
+    """Write ``data`` (bytes, or an iterable of byte chunks so a large table need not sit in
+    memory) to a temp file beside ``path``, fsync, rename: readers see all of it or nothing."""
     path = Path(path)
     with writing(path):
-        _atomic_write_bytes(path, data)
+        _atomic_write_bytes(path, [data] if isinstance(data, (bytes, bytearray, memoryview)) else data)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def _atomic_write_bytes(path: Path, chunks: Iterable[bytes]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         if hasattr(os, "fchmod"):  # mkstemp makes 0600; outputs get the usual mode
             os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for chunk in chunks:
+                fh.write(chunk)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         remove_quietly(tmp)
         raise
+
+
+def write_table(path: str | Path, fmt: str, columns: Sequence[str], rows: Iterable[Sequence],
+                records: Iterable[dict]) -> None:
+    """A small summary table written whole and atomically: CSV (``columns`` + ``rows``) or
+    JSON Lines (``records``), the way ``<name>.tracks.*`` and ``<name>.people.*`` are."""
+    if fmt == "jsonl":
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        return
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _umask() -> int:

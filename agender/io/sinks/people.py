@@ -23,14 +23,11 @@ final person map, so a resumed run writes the same bytes.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from agender.io.sinks.base import atomic_write_text
+from agender.io.sinks.base import write_table
 
 COLUMNS = ("person_id", "first_s", "last_s", "on_screen_s", "tracks", "face_ids", "age_mean", "age_std",
            "age_group", "gender", "p_male", "gender_conf")
@@ -201,14 +198,7 @@ class PeopleSink:
         return {"people_summary": out}
 
     def close(self) -> None:
-        if self.format == "jsonl":
-            atomic_write_text(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records()))
-            return
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(COLUMNS)
-        w.writerows(self.rows())
-        atomic_write_text(self.path, buf.getvalue())
+        write_table(self.path, self.format, COLUMNS, self.rows(), self.records())
 
     def abort(self) -> None:
         pass

@@ -16,15 +16,12 @@ spreadsheet-safe like the main table's text cells; the JSONL has numbers as JSON
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agender.io.sinks.base import atomic_write_text
+from agender.io.sinks.base import write_table
 from agender.io.sinks.chips import chip_name, chip_score, has_fresh_estimate
 from agender.io.sinks.table import spreadsheet_safe
 
@@ -123,14 +120,7 @@ class TracksSink:
         return out
 
     def close(self) -> None:
-        if self.format == "jsonl":
-            atomic_write_text(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records()))
-            return
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(COLUMNS)
-        w.writerows(self.rows())
-        atomic_write_text(self.path, buf.getvalue())
+        write_table(self.path, self.format, COLUMNS, self.rows(), self.records())
 
     def abort(self) -> None:
         pass
