@@ -26,11 +26,15 @@ def test_export_parity_and_estimator(tmp_path):
     path = export_onnx(net, tmp_path / "n.onnx", std_scale=1.25)
     assert path.stat().st_size < 10e6
     chips = np.random.default_rng(0).integers(0, 255, (6, 64, 64, 3), dtype=np.uint8)
-    est = AgenderEstimator(model_path=path, device="cpu")
+    est = AgenderEstimator(model_path=path, device="cpu", variant="fp32", flip=False)
     a1, s1, p1 = est.run_chips(chips)
     a0, s0, p0 = predict_chips(net, chips)
     assert np.abs(a1 - a0).max() < 0.1 and np.abs(p1 - p0).max() < 1e-3
     assert np.allclose(s1, 1.25 * s0, atol=0.1)
+    flipped = AgenderEstimator(model_path=path, device="cpu", variant="fp32")  # the default: flip on
+    a2, _, p2 = flipped.run_chips(chips)
+    a3, _, p3 = predict_chips(net, chips, flip=True)
+    assert np.abs(a2 - a3).max() < 0.1 and np.abs(p2 - p3).max() < 1e-3
     assert len(est.meta["ages"]) == len(AGES)
     crops = [np.full((80, 80, 3), 128, np.uint8)]
     e = est.estimate(crops, [np.array([[25, 30], [55, 30], [40, 45], [28, 60], [52, 60]], np.float32)])

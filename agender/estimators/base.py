@@ -49,7 +49,7 @@ DEFAULT_ESTIMATOR = "cydral:int8"
 # name -> (variants to show, hidden aliases). "cydral" alone is the float nets (= fp32 = v1).
 ESTIMATOR_VARIANTS = MappingProxyType(
     {"cydral": (("int8", "fp32"), ("v1",)), "ssrnet": (("wiki", "imdb", "morph"), ("morph2",)),
-     "levi-hassner": ((), ())}
+     "levi-hassner": ((), ()), "agender": (("int8", "fp32"), ("v1",))}
 )
 
 

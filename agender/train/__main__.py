@@ -19,7 +19,7 @@ def parity(net, onnx_path: Path, chips: np.ndarray) -> dict:
     from agender.estimators.agender_net import AgenderEstimator
     from agender.train.train import predict_chips
 
-    est = AgenderEstimator(model_path=onnx_path, device="cpu")
+    est = AgenderEstimator(model_path=onnx_path, device="cpu", variant="fp32", flip=False)
     a0, s0, p0 = predict_chips(net, chips)
     a1, s1, p1 = est.run_chips(np.asarray(chips))
     s1 = s1 / est.meta["std_scale"]
@@ -43,9 +43,12 @@ def export(ckpt: Path, out_dir: Path, cache: Path, name: str = "agender-net-v1.o
     chips = np.concatenate([d["nd"][v], d["det"][h]])
     ages = np.concatenate([d["age"][v], d["age"][h]])
     k = fit_std_scale(net, chips, ages)
-    path = export_onnx(net, out_dir / name, std_scale=k, extra_meta={"epoch": st.get("epoch"), "checkpoint": ckpt.name})
+    k_flip = fit_std_scale(net, chips, ages, flip=True)
+    path = export_onnx(net, out_dir / name, std_scale=k, extra_meta={
+        "epoch": st.get("epoch"), "checkpoint": ckpt.name, "std_scale_flip": f"{k_flip:.6f}"})
     par = parity(net, path, chips[:512])
-    info = {"onnx": str(path), "bytes": path.stat().st_size, "std_scale": k, "epoch": st.get("epoch"), "parity": par}
+    info = {"onnx": str(path), "bytes": path.stat().st_size, "std_scale": k, "std_scale_flip": k_flip,
+            "epoch": st.get("epoch"), "parity": par}
     log.info("exported %s (%.2f MB, std_scale %.3f): parity %s", path, path.stat().st_size / 1e6, k, par)
     return path, info
 
@@ -53,7 +56,7 @@ def export(ckpt: Path, out_dir: Path, cache: Path, name: str = "agender-net-v1.o
 def speed(onnx_path: Path, batch: int = 8, reps: int = 30) -> float:
     from agender.estimators.agender_net import AgenderEstimator
 
-    est = AgenderEstimator(model_path=onnx_path, device="cpu", threads=2)
+    est = AgenderEstimator(model_path=onnx_path, device="cpu", threads=2, variant="fp32", flip=False)
     chips = np.random.default_rng(0).integers(0, 255, (batch, 64, 64, 3), dtype=np.uint8)
     for _ in range(3):
         est.run_chips(chips)

@@ -81,7 +81,7 @@ def evaluate_model(model: Path, labels_csv: Path | LabeledSet, *, no_detect: boo
     from agender.estimators.agender_net import AgenderEstimator
 
     labels = read_labels(labels_csv) if not isinstance(labels_csv, LabeledSet) else labels_csv
-    est = AgenderEstimator(model_path=model, device="cpu") if estimator == "agender" else estimator
+    est = AgenderEstimator(model_path=model, device="cpu", variant="fp32") if estimator == "agender" else estimator
     an = Analyzer(detector="none" if no_detect else "auto", estimator=est, device="cpu")
     res = summarize(labels, *predict(an, labels, no_detect=no_detect))
     res["estimator"] = an.estimator.name

@@ -140,12 +140,19 @@ def loss_fn(la, lg, age, male, cfg: Config):
 
 
 @torch.no_grad()
-def predict_chips(net, chips: np.ndarray, batch: int = 256):
+def predict_chips(net, chips: np.ndarray, batch: int = 256, flip: bool = False):
+    """(age, raw std, p_male) per chip; ``flip``: averaged with the mirrored chip, as the
+    estimator does at inference (:class:`~agender.estimators.agender_net.AgenderEstimator`)."""
     net.eval()
     ages, stds, pms = [], [], []
     for s in range(0, len(chips), batch):
-        la, lg = net(to_tensor(np.asarray(chips[s:s + batch])))
+        c = np.asarray(chips[s:s + batch])
+        la, lg = net(to_tensor(c))
         p = F.softmax(la, 1)
+        if flip:
+            la2, lg2 = net(to_tensor(np.ascontiguousarray(c[:, :, ::-1])))
+            p = 0.5 * (p + F.softmax(la2, 1))
+            lg = torch.logit(0.5 * (torch.sigmoid(lg) + torch.sigmoid(lg2)), eps=1e-7)
         m = (p * _AGES_T).sum(1)
         v = (p * (_AGES_T[None] - m[:, None]) ** 2).sum(1)
         ages.append(m), stds.append(v.clamp(min=0).sqrt()), pms.append(torch.sigmoid(lg))
@@ -162,9 +169,9 @@ def val_figures(net, chips, age, male) -> dict:
             "coverage_raw": float((err <= s).mean())}
 
 
-def fit_std_scale(net, chips, age) -> float:
+def fit_std_scale(net, chips, age, flip: bool = False) -> float:
     """The factor k for which |err| <= k * std on 68 % of the validation chips (±1 sigma)."""
-    a, s, _ = predict_chips(net, chips)
+    a, s, _ = predict_chips(net, chips, flip=flip)
     r = np.abs(a - age) / np.maximum(s, 1e-3)
     return float(np.quantile(r, 0.68))
 
