@@ -148,11 +148,39 @@ def _gap(groups: dict[str, dict[str, Any]], key: str, higher_is_better: bool) ->
     return {"gap": _r(abs(vals[worst] - vals[best])), "worst": worst, "best": best}
 
 
-def metrics(labels: LabeledSet, pred: Predictions) -> dict[str, Any]:
-    """Overall and per-group figures, plus the worst-group gaps (see the module docstring)."""
+ABSTAIN_LEVELS = (0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def gender_abstain(true_male: np.ndarray, p_male: np.ndarray, detected: np.ndarray,
+                   levels: Sequence[float] = ABSTAIN_LEVELS) -> list[dict[str, Any]]:
+    """Gender accuracy vs coverage when faces whose confidence ``max(p, 1 - p)`` is below a
+    level are left without a gender (``--min-gender-conf``): for each level, the share of
+    detected faces that keep a gender and the accuracy on those."""
+    conf = np.maximum(p_male, 1.0 - p_male)
+    right = (p_male >= 0.5) == true_male
+    out = []
+    n = int(detected.sum())
+    for t in levels:
+        kept = detected & (conf >= t)
+        out.append({"min_gender_conf": t, "coverage": _r(float(kept.sum()) / n) if n else None,
+                    "gender_acc": _r(float(right[kept].mean())) if kept.any() else None})
+    return out
+
+
+def metrics(labels: LabeledSet, pred: Predictions, min_gender_conf: float | None = None) -> dict[str, Any]:
+    """Overall and per-group figures, plus the worst-group gaps (see the module docstring).
+
+    ``gender_acc`` always counts every face (an abstained one is not right); with
+    ``min_gender_conf`` the result also says how many faces kept a gender and how often it
+    was right on those (``gender_coverage``, ``gender_acc_decided``)."""
     true_male = labels.gender == "male"
     out = _figures(labels.age, true_male, pred.age, pred.p_male, pred.detected)
     out["unreadable"] = len(pred.unreadable)
+    out["gender_abstain"] = gender_abstain(true_male, pred.p_male, pred.detected)
+    if min_gender_conf is not None:
+        (row,) = gender_abstain(true_male, pred.p_male, pred.detected, [min_gender_conf])
+        out["min_gender_conf"] = min_gender_conf
+        out["gender_coverage"], out["gender_acc_decided"] = row["coverage"], row["gender_acc"]
     groupings: dict[str, np.ndarray] = {
         "age": np.asarray([age_bin(a) for a in labels.age]),
         "gender": labels.gender,
@@ -178,10 +206,11 @@ def metrics(labels: LabeledSet, pred: Predictions) -> dict[str, Any]:
     return out
 
 
-def evaluate(analyzer, labels: LabeledSet, *, no_detect: bool, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def evaluate(analyzer, labels: LabeledSet, *, no_detect: bool, progress: Callable[[int], None] | None = None,
+             min_gender_conf: float | None = None) -> dict[str, Any]:
     """Predict and score; the result is what ``agender eval --json`` prints."""
     pred = predict(analyzer, labels.files, no_detect=no_detect, progress=progress)
-    res = metrics(labels, pred)
+    res = metrics(labels, pred, min_gender_conf=min_gender_conf)
     res["estimator"] = analyzer.estimator.name
     res["detector"] = None if no_detect else getattr(analyzer.detector, "name", None)
     res["device"] = analyzer.device_used

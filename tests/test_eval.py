@@ -88,6 +88,20 @@ def test_metrics_count_missed_faces_as_wrong_but_average_age_error_over_found_on
         res["gaps"]["race"]["gender_acc"]["gap"] == 0.0
 
 
+def test_min_gender_conf_reports_coverage_and_accuracy_of_the_faces_that_keep_a_gender():
+    labels = LabeledSet(files=[Path(f"{i}.jpg") for i in range(5)], age=np.full(5, 30.0),
+                        gender=np.array(["male", "female", "male", "female", "male"]), race=None)
+    # confidences 0.95, 0.9, 0.55 (wrong), 0.6 (wrong), miss
+    pred = Predictions(age=np.array([30, 30, 30, 30, np.nan]), p_male=np.array([0.95, 0.1, 0.45, 0.6, np.nan]),
+                       detected=np.array([True, True, True, True, False]), unreadable=[])
+    res = metrics(labels, pred, min_gender_conf=0.7)
+    assert res["gender_acc"] == pytest.approx(2 / 5)  # every face counts, as without the option
+    assert res["gender_coverage"] == pytest.approx(2 / 4) and res["gender_acc_decided"] == 1.0
+    curve = {r["min_gender_conf"]: r for r in res["gender_abstain"]}
+    assert curve[0.6] == {"min_gender_conf": 0.6, "coverage": 0.75, "gender_acc": pytest.approx(2 / 3, abs=1e-4)}
+    assert curve[0.95]["coverage"] == 0.25 and curve[0.95]["gender_acc"] == 1.0
+
+
 def test_with_detection_a_blank_image_is_a_miss_that_counts_against_accuracy(tmp_path, capsys):
     labels, rows = subset(tmp_path, per_decade=1)  # 16 faces
     cv2.imwrite(str(tmp_path / "blank.jpg"), np.full((200, 200, 3), 128, np.uint8))
