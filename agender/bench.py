@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from agender import __version__
 from agender.io.sinks.csv_sink import CsvSink
-from agender.io.sources import Frame, ThreadedReader, VideoSource
+from agender.io.sources import Frame, VideoSource
 
 
 class LoopedVideo:
@@ -70,7 +70,7 @@ def bench(video: str | Path, analyzer, *, min_seconds: float = 10.0, max_frames:
     import cv2
 
     from agender.devices import default_threads
-    from agender.pipeline import FramePipeline, TimedSource
+    from agender.pipeline import FramePipeline
 
     video = str(video)
     load_before = _loadavg()
@@ -103,7 +103,7 @@ def bench(video: str | Path, analyzer, *, min_seconds: float = 10.0, max_frames:
     with tempfile.TemporaryDirectory(prefix="agender-bench-") as tmp:
         sink = CsvSink(Path(tmp) / "bench.csv")
         sink.begin(None)
-        reader = ThreadedReader(TimedSource(LoopedVideo(video, total), pipe.clock, pipe.reader_prepare), maxsize=8)
+        reader = pipe.read(LoopedVideo(video, total), maxsize=8)
         try:
             stats = pipe.run(reader, [sink])
         finally:

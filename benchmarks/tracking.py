@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agender.runner import FramePipeline  # noqa: E402
+from agender.pipeline import FramePipeline  # noqa: E402
 from agender.tracked_analyzer import TrackingStage  # noqa: E402
 
 SHARED = Path(os.environ.get("AGENDER_SHARED", REPO.parent / "shared")).resolve()

@@ -208,9 +208,9 @@ def test_tracking_resumes_from_a_json_checkpoint_with_the_same_ids_and_means(ana
     ta.stage = first
     for fr in tv_frames[:60]:
         ta.process(fr)
-    state = json.loads(json.dumps(first.checkpoint()))
+    state = json.loads(json.dumps(first.state_dict()))
     resumed = TrackedAnalyzer(analyzer, fps=23.976)
-    assert resumed.stage.begin(state)
+    resumed.stage.load_state_dict(state)
     for fr in tv_frames[60:130]:
         got = resumed.process(fr)
         ref = full[fr.index]

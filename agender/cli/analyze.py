@@ -147,7 +147,7 @@ def plugins_for(args: argparse.Namespace) -> Plugins:
 # ------------------------------------------------------------------------------------------
 def _progress(args):
     from agender.cli.progress import LogProgress, TqdmProgress
-    from agender.runner import NoProgress
+    from agender.pipeline import NoProgress
 
     if args.quiet:
         return NoProgress()

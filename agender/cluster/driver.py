@@ -27,7 +27,8 @@ from agender.io.outlock import OutputLock
 from agender.io.sinks.base import atomic_write_bytes, remove_quietly, writing
 from agender.io.sinks.sidecar import read_sidecar, write_sidecar
 from agender.io.sources import VideoSource
-from agender.runner import InputResult, JobContext, RunStats, Runner, _sink_paths, remove_stale_temps
+from agender.pipeline import RunStats
+from agender.runner import InputResult, JobContext, Runner, remove_stale_temps
 
 log = logging.getLogger("agender.cluster")
 
@@ -117,7 +118,7 @@ class ClusterRunner:
             stages, sinks = r._run_stages_and_sinks(ctx, "frame")
         finally:
             src.close()
-        extra = [p for s in sinks[1:] for p in _sink_paths(s)]
+        extra = [p for s in sinks[1:] for p in s.paths]
         if any(not p.name.endswith((".tracks.csv", ".tracks.jsonl")) for p in extra):
             raise AgenderError("--export-mp4/--export-ass/--export-chips are not available with --cluster yet")
         desc = r.describe_run(item, stages)

@@ -20,9 +20,10 @@ from typing import Any, Iterator
 
 import cv2
 
+from agender.io.sinks.base import Sink
 from agender.io.sinks.sidecar import write_sidecar
-from agender.io.sources import Frame, ThreadedReader, VideoSource
-from agender.pipeline import FramePipeline, TimedSource
+from agender.io.sources import Frame, VideoSource
+from agender.pipeline import FramePipeline
 
 
 def part_path(segdir: Path, index: int, fmt: str) -> Path:
@@ -81,7 +82,7 @@ class SegmentFrames:
         pass
 
 
-class _From:
+class _From(Sink):
     """Passes frames ``index >= first`` (and ``< until``) to ``sink``: overlap rows are not written."""
 
     def __init__(self, sink, first: int, until: int | None = None):
@@ -94,7 +95,7 @@ class _From:
             self.sink.write(frame, faces)
 
 
-class _Boxes:
+class _Boxes(Sink):
     """Records ``[frame, face_id, x1, y1, x2, y2]`` of the frames in ``ranges`` (the overlaps)."""
 
     def __init__(self, ranges: list[tuple[int, int | None]]):
@@ -171,7 +172,7 @@ class SegmentWorker:
             boxes = _Boxes([(seg["warm"], seg["first"])] + ([(tail, seg["stop"])] if tail is not None else []))
             sinks += [_From(tracks, seg["first"], seg["stop"]), boxes]
         pipe = FramePipeline(self.analyzer, stages=stages, group_frames=o["group_frames"], no_detect=o["no_detect"])
-        reader = ThreadedReader(TimedSource(frames, pipe.clock, pipe.reader_prepare), maxsize=o["queue_frames"])
+        reader = pipe.read(frames, maxsize=o["queue_frames"])
         def count(last: Frame) -> None:
             with self._lock:
                 self._done_frames = pipe.stats.frames_analysed

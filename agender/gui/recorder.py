@@ -10,6 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from agender.io.sinks.base import Sink
+
 
 def open_recorder(path: str | Path, fps: float) -> Any:
     """A sink (``write(frame, faces)``, ``close()``, ``abort()``) writing an annotated video.
@@ -22,7 +24,7 @@ def open_recorder(path: str | Path, fps: float) -> Any:
     return _MonotonicFrames(Mp4Sink(Path(path), fps=float(fps) if fps and fps > 0 else 25.0))
 
 
-class _MonotonicFrames:
+class _MonotonicFrames(Sink):
     """Feeds a sink frame indices that only go forward.
 
     The MP4 sink places frame ``index`` at its time slot. A looping file or a seek backwards

@@ -27,7 +27,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from agender.io.sinks.base import write_table
+from agender.io.sinks.base import Sink, write_table
 
 COLUMNS = ("person_id", "first_s", "last_s", "on_screen_s", "tracks", "face_ids", "age_mean", "age_std",
            "age_group", "gender", "p_male", "gender_conf")
@@ -127,7 +127,7 @@ def _num(v: float, nd: int) -> str:
     return "" if not math.isfinite(v) else f"{v:.{nd}f}"
 
 
-class PeopleSink:
+class PeopleSink(Sink):
     """Collects per-track sums from the written frames; on close joins them by the tracking
     stage's final person map (``person_map``: a callable → ``{face_id: person_id}``)."""
 
@@ -143,10 +143,6 @@ class PeopleSink:
         self.reid_info = reid_info or {}
         self._tracks: dict[int, _Track] = {}
         self._people: list[Person] | None = None
-
-    @property
-    def paths(self) -> list[Path]:
-        return [self.path]
 
     def write(self, frame, faces) -> None:
         t = float(frame.time_s)
@@ -199,12 +195,6 @@ class PeopleSink:
 
     def close(self) -> None:
         write_table(self.path, self.format, COLUMNS, self.rows(), self.records())
-
-    def abort(self) -> None:
-        pass
-
-    def suspend(self) -> None:
-        pass
 
     def begin(self, state: dict | None = None) -> bool:
         self._tracks, self._people = {}, None

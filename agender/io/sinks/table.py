@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from agender.io.sinks.base import remove_quietly, writing
+from agender.io.sinks.base import Sink, remove_quietly, writing
 
 if TYPE_CHECKING:
     from agender.faces import Faces
@@ -103,7 +103,7 @@ def face_rows(frame: "Frame", faces: "Faces", columns: Sequence[str]) -> list[li
     return [[g(faces, i) if g is not None else k for g, k in getters] for i in range(len(faces))]
 
 
-class PartialFileSink:
+class PartialFileSink(Sink):
     """Append-only output at ``.<name>.partial``, resumable at checkpoints, renamed on close.
 
     Subclasses implement :meth:`header` (bytes written once at the start) and :meth:`encode`.

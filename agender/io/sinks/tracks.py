@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agender.io.sinks.base import write_table
+from agender.io.sinks.base import Sink, write_table
 from agender.io.sinks.chips import chip_name, chip_score, has_fresh_estimate
 from agender.io.sinks.table import spreadsheet_safe
 
@@ -57,7 +57,7 @@ def _num(v: float | None, nd: int) -> str:
     return "" if v is None or not math.isfinite(v) else f"{v:.{nd}f}"
 
 
-class TracksSink:
+class TracksSink(Sink):
     resumable = True
 
     def __init__(self, path: str | Path, *, stem: str, format: str = "csv"):
@@ -67,10 +67,6 @@ class TracksSink:
         self.stem = stem
         self.format = format
         self._acc: dict[int, _Acc] = {}
-
-    @property
-    def paths(self) -> list[Path]:
-        return [self.path]
 
     def write(self, frame: "Frame", faces: "Faces") -> None:
         t = float(frame.time_s)
@@ -121,12 +117,6 @@ class TracksSink:
 
     def close(self) -> None:
         write_table(self.path, self.format, COLUMNS, self.rows(), self.records())
-
-    def abort(self) -> None:
-        pass
-
-    def suspend(self) -> None:
-        pass
 
     # -- resume -------------------------------------------------------------------------------
     def begin(self, state: dict | None = None) -> bool:
