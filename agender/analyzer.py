@@ -7,7 +7,8 @@ Why detect small: detectors are the cost centre and a 640 px copy finds the same
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -95,6 +96,24 @@ class Analyzer:
             "padding": self.padding,
             "min_face": self.min_face,
         }
+
+    def model_files(self) -> list[Path]:
+        """Every model file in use, once each: what the store resolved, then the files the
+        detector and estimator name themselves (weights inside a pip package, OpenCV's
+        cascades, cached conversions)."""
+        parts = [p for p in (self.detector, self.estimator) if p is not None]
+        paths = [*self.models.resolved.values(), *(Path(f) for part in parts for f in part.model_files)]
+        out, seen = [], set()
+        for p in paths:
+            try:
+                key = str(p.resolve())
+                if key in seen or not p.is_file():
+                    continue
+            except OSError:
+                continue
+            seen.add(key)
+            out.append(p)
+        return out
 
     # -- stages --------------------------------------------------------------------------
     def downscale(self, frame: np.ndarray) -> tuple[np.ndarray, float]:

@@ -54,8 +54,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-import numpy as np
-
 from agender import __version__
 from agender.errors import AgenderError, OutputBusy, OutputError, SourceError
 from agender.inputs import InputItem
@@ -679,46 +677,8 @@ def _bounded_live(frames: Iterable[Frame], o: RunOptions) -> Iterator[Frame]:
         yield fr
 
 
-def _paths_in(obj: Any, depth: int = 3) -> list[Path]:
-    """Model files an object holds: ``model_files``, Path attributes, sessions' ``.model``
-    (searched a few attributes deep, so new detectors/estimators need no registration)."""
-    listed = getattr(obj, "model_files", None)
-    if listed:
-        return [Path(p) for p in listed]
-    out: list[Path] = []
-    attrs = getattr(obj, "__dict__", None)
-    if not isinstance(attrs, dict) or depth <= 0:
-        return out
-    for name, v in attrs.items():
-        if isinstance(v, Path):
-            out.append(v)
-        elif isinstance(v, str) and name in ("model", "path") and Path(v).suffix:
-            out.append(Path(v))
-        elif isinstance(v, (list, tuple)):
-            for x in v[:8]:
-                out += _paths_in(x, depth - 1)
-        elif not isinstance(v, (np.ndarray, str, bytes, int, float, dict)) and v is not None:
-            out += _paths_in(v, depth - 1)
-    return out
-
-
 def model_files(analyzer) -> list[dict[str, str]]:
-    """The model files in use with their sha256: what the store resolved, plus the files the
-    detector/estimator hold themselves (e.g. weights inside a pip package, OpenCV cascades)."""
+    """The analyzer's model files (:meth:`~agender.analyzer.Analyzer.model_files`) with their sha256."""
     from agender.models.store import sha256_file
 
-    paths: list[Path] = list(getattr(getattr(analyzer, "models", None), "resolved", {}).values())
-    for part in (getattr(analyzer, "detector", None), getattr(analyzer, "estimator", None)):
-        if part is not None:
-            paths += _paths_in(part)
-    out, seen = [], set()
-    for p in paths:
-        try:
-            key = str(p.resolve())
-            if key in seen or not p.is_file():
-                continue
-        except OSError:
-            continue
-        seen.add(key)
-        out.append({"file": str(p), "sha256": sha256_file(p)})
-    return out
+    return [{"file": str(p), "sha256": sha256_file(p)} for p in analyzer.model_files()]

@@ -6,6 +6,8 @@ emits extra boxes for the one face (see :func:`suppress_ssd_artifacts`).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -101,6 +103,7 @@ class OpenCVDnnDetector:
             raise ModelError(f"the dnn detector has no variant {variant!r}")
         store = models or ModelStore()
         pb, pbtxt = store.resolve(PB), store.resolve(PBTXT)
+        self.model_files = [pb, pbtxt]
         try:
             self.net = cv2.dnn.readNetFromTensorflow(str(pb), str(pbtxt))
         except cv2.error as exc:

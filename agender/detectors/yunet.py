@@ -15,6 +15,7 @@ because the detector is the largest cost of the offline pipeline. ``backend="ope
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -72,6 +73,7 @@ class YuNetDetector:
             raise ModelError(f"the yunet detector has no variant {variant!r}")
         path = (models or ModelStore()).resolve(MODEL)
         self.path = path
+        self.model_files = [Path(path)]
         self.conf = float(conf)
         self.min_face = int(min_face)
         self.nms_iou = float(nms_iou)

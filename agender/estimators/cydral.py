@@ -198,6 +198,8 @@ class CydralEstimator:
             opt_level="extended",
         )
         self.device_used = self._age.device_used
+        b = self.bundle
+        self.model_files = [b.age.path, b.gender.path, b.shape_predictor, Path(age_path), b.gender.path]
 
     def _int8_age_net(self) -> tuple[Path, str]:
         """The cached int8 age net (see :mod:`agender.estimators.cydral_int8`), used only once
