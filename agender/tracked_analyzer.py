@@ -190,7 +190,7 @@ class TrackingStage(FrameStage):
                 "cuts": None if self.cuts is None else self.cuts.state_dict(),
                 "similar": self.similar.state_dict(), "since_detect": self._since_detect,
                 "shot_starts": list(self.shot_starts), "counts": dict(self.counts),
-                "last": _faces_out(self._last),
+                "last": self._last.to_state(),
                 "reid": None if self.reid is None else self.reid.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -201,7 +201,7 @@ class TrackingStage(FrameStage):
         self._since_detect = state["since_detect"]
         self.shot_starts = [int(v) for v in state["shot_starts"]]
         self.counts = {k: int(state["counts"].get(k, 0)) for k in KINDS}
-        self._last = _faces_in(state["last"])
+        self._last = Faces.from_state(state["last"])
         if self.reid is not None and state.get("reid") is not None:
             self.reid.load_state_dict(state["reid"])
 
@@ -252,22 +252,3 @@ class TrackedAnalyzer:
     def sync_detect_s(self) -> float:
         """Detector seconds spent inside the last :meth:`process` call (not detected ahead)."""
         return self.pipeline.sync_detect_s
-
-
-def _faces_out(f: Faces) -> dict:
-    nan = lambda a: [None if v != v else float(v) for v in np.asarray(a, np.float64).ravel()]  # noqa: E731
-    return {"xyxy": nan(f.xyxy), "det_conf": nan(f.det_conf), "age": nan(f.age), "age_std": nan(f.age_std),
-            "p_male": nan(f.p_male), "track_id": [int(v) for v in f.track_id], "track_conf": nan(f.track_conf),
-            "age_avg": nan(f.age_avg), "p_male_avg": nan(f.p_male_avg), "age_label": list(f.age_label),
-            "landmarks": None if f.landmarks is None else nan(f.landmarks),
-            "person_id": [int(v) for v in f.person_id]}
-
-
-def _faces_in(d: dict) -> Faces:
-    arr = lambda k: np.array([np.nan if v is None else v for v in d[k]], np.float32)  # noqa: E731
-    n = len(d["track_id"])
-    return Faces(xyxy=arr("xyxy").reshape(n, 4), det_conf=arr("det_conf"), age=arr("age"), age_std=arr("age_std"),
-                 p_male=arr("p_male"), track_id=d["track_id"], track_conf=arr("track_conf"), age_avg=arr("age_avg"),
-                 p_male_avg=arr("p_male_avg"), age_label=list(d["age_label"]),
-                 landmarks=None if d["landmarks"] is None else arr("landmarks").reshape(n, -1, 2),
-                 person_id=d.get("person_id"))

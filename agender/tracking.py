@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 import cv2
 import numpy as np
 
-from agender.faces import Faces
+from agender.faces import Faces, gender_of
 
 BETWEEN_MODES = ("kcf", "csrt", "mil", "kalman", "hold")
 _OCV = {"kcf": "TrackerKCF_create", "csrt": "TrackerCSRT_create", "mil": "TrackerMIL_create"}
@@ -117,8 +117,7 @@ class TrackSummary:
 
     @property
     def gender(self) -> str:
-        p = self.p_male_mean
-        return "" if p != p else ("male" if p >= 0.5 else "female")
+        return gender_of(self.p_male_mean)
 
 
 @dataclass
@@ -206,8 +205,6 @@ class Tracker:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        from trackers.core.bytetrack.kalman_box_tracker import ByteTrackKalmanBoxTracker
-
         self._next_id = int(state["next_id"])
         self._summary = {}
         for d in state["summary"]:
@@ -221,25 +218,38 @@ class Tracker:
                                        steps_since_estimate=int(v["steps_since_estimate"]),
                                        est_quality=float(v["est_quality"]),
                                        steps_since_detect=int(v["steps_since_detect"]))
-        self._bt = self._new_bytetrack()
-        for d in state["bytetrack"]:
-            t = ByteTrackKalmanBoxTracker(np.asarray(d["state"][:4], np.float32))
+        self._bt = self._restored_bytetrack(state["bytetrack"])
+
+    def _restored_bytetrack(self, tracklets: list[dict]):
+        """A ByteTrack holding ``tracklets`` (:meth:`state_dict`'s Kalman states), through the
+        library's public API only: a fresh tracker spawns one tracklet per box it is shown
+        (every box starts a track here), and each is then given its saved state."""
+        import supervision as sv
+
+        bt = self._new_bytetrack()
+        if not tracklets:
+            return bt
+        boxes = np.array([d["state"][:4] for d in tracklets], np.float32).reshape(-1, 4)
+        bt.update(sv.Detections(xyxy=boxes, confidence=np.ones(len(boxes), np.float32),
+                                class_id=np.zeros(len(boxes), int)))
+        if len(bt.tracks) != len(tracklets):
+            raise ValueError(f"ByteTrack spawned {len(bt.tracks)} tracklets for {len(tracklets)} saved ones")
+        for t, d in zip(bt.tracks, tracklets):
             t.state = np.asarray(d["state"], np.float32).reshape(8, 1)
             t.P = np.asarray(d["P"], np.float32).reshape(8, 8)
             t.tracker_id, t.number_of_successful_updates, t.time_since_update = d["tracker_id"], d["hits"], d["since_update"]
-            self._bt.tracks.append(t)
+        return bt
 
     # -- detection frames --------------------------------------------------------------------
     def associate(self, image: np.ndarray, dets: Faces) -> Faces:
         """Give each detected face a track id (new tracks get new ids); returns ``dets`` with
         ``track_id`` and ``track_conf`` (IoU between the box the track predicted and the
         detection; NaN on a track's first frame)."""
-        import supervision as sv
-
         n = len(dets)
-        conf = np.nan_to_num(dets.det_conf.astype(np.float32), nan=1.0)
-        sv_dets = sv.Detections(xyxy=dets.xyxy.astype(np.float32).reshape(-1, 4), confidence=conf,
-                                class_id=np.zeros(n, int), data={"i": np.arange(n)})
+        sv_dets = dets.to_sv()
+        sv_dets.confidence = np.nan_to_num(sv_dets.confidence, nan=1.0)  # a box without a score: sure
+        # ByteTrack answers in its own order; the faces keep the detector's (the CSV's face column)
+        sv_dets.data["row"] = np.arange(n)
         for t in self._bt.tracks:  # where a box was followed since the last detection, the
             st = self._live.get(int(t.tracker_id))  # Kalman predicts from there, not from its stale state
             if st is not None and st.followed:
@@ -252,9 +262,10 @@ class Tracker:
         by_id = {int(t.tracker_id): t for t in self._bt.tracks}
         ids = np.full(n, -1, np.int64)
         tconf = np.full(n, np.nan, np.float32)
-        rows = out.data.get("i", np.zeros(0, int)) if len(out) else np.zeros(0, int)
+        tracked = Faces.from_sv(out) if len(out) else Faces()
+        rows = out.data["row"] if len(out) else np.zeros(0, int)
         for k, i in enumerate(rows):
-            tid = int(out.tracker_id[k]) if out.tracker_id is not None else -1
+            tid = int(tracked.track_id[k])
             box = dets.xyxy[i]
             if tid < 0:  # spawned this frame: its state is exactly the detection box
                 match = [t for t in spawned if np.allclose(t.state[:4, 0], box, atol=1e-3)]

@@ -27,6 +27,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from agender.faces import gender_of
 from agender.io.sinks.base import Sink, write_table
 
 COLUMNS = ("person_id", "first_s", "last_s", "on_screen_s", "tracks", "face_ids", "age_mean", "age_std",
@@ -78,7 +79,7 @@ class Person:
 
     @property
     def gender(self) -> str:
-        return "" if not math.isfinite(self.p_male) else ("male" if self.p_male >= 0.5 else "female")
+        return gender_of(self.p_male)
 
     @property
     def gender_conf(self) -> float:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agender.faces import gender_of
 from agender.io.sinks.base import Sink, write_table
 from agender.io.sinks.chips import chip_name, chip_score, has_fresh_estimate
 from agender.io.sinks.table import spreadsheet_safe
@@ -97,9 +98,8 @@ class TracksSink(Sink):
         out = []
         for a in sorted(self._acc.values(), key=lambda a: a.face_id):
             p = a.p_male_avg
-            gender = "" if p is None else ("male" if p >= 0.5 else "female")
             out.append([str(a.face_id), f"{a.first_s:.3f}", f"{a.last_s:.3f}", str(a.frames), _num(a.age_avg, 2),
-                        _num(a.age_std(), 2), gender, _num(p, 4), spreadsheet_safe(a.best_chip)])
+                        _num(a.age_std(), 2), gender_of(p), _num(p, 4), spreadsheet_safe(a.best_chip)])
         return out
 
     def records(self) -> list[dict]:
@@ -112,7 +112,7 @@ class TracksSink(Sink):
             p = a.p_male_avg
             out.append(dict(zip(COLUMNS, [
                 a.face_id, round(a.first_s, 3), round(a.last_s, 3), a.frames, num(a.age_avg, 2), num(a.age_std(), 2),
-                None if p is None else ("male" if p >= 0.5 else "female"), num(p, 4), a.best_chip or None])))
+                gender_of(p) or None, num(p, 4), a.best_chip or None])))
         return out
 
     def close(self) -> None:
