@@ -16,7 +16,7 @@ import numpy as np
 from agender.detectors import Detector, create_detector
 from agender.estimators import Estimator, create_estimator
 from agender.faces import Estimates, Faces
-from agender.imageops import crop_boxes, pad_boxes, resize_for_detection, to_bgr8
+from agender.imageops import clip_boxes, crop_boxes, pad_boxes, resize_for_detection, to_bgr8
 from agender.models import ModelStore
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,6 @@ class StageTimes:
     estimate: float = 0.0
     frames: int = 0
     faces: int = 0
-
-    def as_ms_per_frame(self) -> dict[str, float]:
-        n = max(1, self.frames)
-        return {k: 1000.0 * getattr(self, k) / n for k in ("resize", "detect", "crop", "estimate")}
 
 
 class Analyzer:
@@ -148,11 +144,8 @@ class Analyzer:
             faces.xyxy = faces.xyxy / scale
             if faces.landmarks is not None:
                 faces.landmarks = faces.landmarks / scale
-        h, w = frame.shape[:2]
-        xyxy = faces.xyxy
-        xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, w)
-        xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, h)
-        wh = xyxy[:, 2:] - xyxy[:, :2]
+        faces.xyxy = clip_boxes(faces.xyxy, frame.shape)
+        wh = faces.xyxy[:, 2:] - faces.xyxy[:, :2]
         return faces[(wh.min(axis=1) >= self.min_face)]
 
     def crops(self, frame: np.ndarray, faces: Faces) -> tuple[list[np.ndarray], list[np.ndarray | None] | None]:

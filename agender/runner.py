@@ -55,7 +55,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from agender import __version__
-from agender.errors import AgenderError, OutputBusy, OutputError, SourceError
+from agender.errors import AgenderError, OutputBusy, OutputError, SourceError, one_line
 from agender.inputs import InputItem
 from agender.io.outlock import OutputLock
 from agender.io.sinks.base import remove_quietly
@@ -659,8 +659,7 @@ def _error_line(item: InputItem, exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, OSError) and exc.filename:
         return f"{item.spec}: {exc.filename}: {exc.strerror or exc}"
-    first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-    return f"{item.spec}: {type(exc).__name__}: {first}".rstrip(": ")
+    return f"{item.spec}: {one_line(exc, last=True)}"
 
 
 def _bounded_live(frames: Iterable[Frame], o: RunOptions) -> Iterator[Frame]:

@@ -18,12 +18,13 @@ a shot cut: a face in the next shot is someone else even when the boxes overlap)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import cv2
 import numpy as np
 
 from agender.faces import Faces, gender_of
+from agender.imageops import box_iou, clip_boxes
 
 BETWEEN_MODES = ("kcf", "csrt", "mil", "kalman", "hold")
 _OCV = {"kcf": "TrackerKCF_create", "csrt": "TrackerCSRT_create", "mil": "TrackerMIL_create"}
@@ -51,14 +52,6 @@ def face_quality(image: np.ndarray, xyxy, det_conf: float = float("nan")) -> tup
     return float(max(conf, 0.0) * min(size, 1.0) * sharp / (sharp + 100.0)), sharp
 
 
-def box_iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 @dataclass
 class TrackSummary:
     """What a track amounts to (one row of ``<name>.tracks.csv``)."""
@@ -78,8 +71,6 @@ class TrackSummary:
     spread_w: float = 0.0
     best_quality: float = -1.0
     best_frame: int = -1
-    best_s: float = float("nan")
-    best_xyxy: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
     def add_estimate(self, age: float, p_male: float, weight: float, spread: float = float("nan")) -> None:
         w = max(float(weight), 1e-3)  # a blurry estimate still counts a little
@@ -118,6 +109,9 @@ class TrackSummary:
     @property
     def gender(self) -> str:
         return gender_of(self.p_male_mean)
+
+
+_SUMMARY_FIELDS = frozenset(f.name for f in fields(TrackSummary))  # a checkpoint may hold retired ones
 
 
 @dataclass
@@ -178,13 +172,6 @@ class Tracker:
     def summaries(self) -> list[TrackSummary]:
         return sorted(self._summary.values(), key=lambda s: s.face_id)
 
-    def summary(self, face_id: int) -> TrackSummary | None:
-        return self._summary.get(int(face_id))
-
-    @property
-    def active_ids(self) -> list[int]:
-        return sorted(self._live)
-
     # -- resume checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict:
         """JSON-able state: ids, summaries, live tracks and ByteTrack's Kalman tracklets.
@@ -208,8 +195,8 @@ class Tracker:
         self._next_id = int(state["next_id"])
         self._summary = {}
         for d in state["summary"]:
-            d = dict(d, best_xyxy=tuple(d["best_xyxy"]))
-            self._summary[int(d["face_id"])] = TrackSummary(**{k: (float("nan") if v is None else v) for k, v in d.items()})
+            known = {k: (float("nan") if v is None else v) for k, v in d.items() if k in _SUMMARY_FIELDS}
+            self._summary[int(d["face_id"])] = TrackSummary(**known)
         self._live = {}
         for k, v in state["live"].items():
             lm = v["landmarks"]
@@ -353,7 +340,7 @@ class Tracker:
             elif self.between == "kalman" and tid in bt:
                 t = bt[tid]
                 new = (t.state[:4, 0] + t.state[4:, 0] * min(st.steps_since_detect / max(self.detect_every, 1), 1.0)).astype(np.float32)
-            new = _clip_box(new, image.shape)
+            new = clip_boxes(new, image.shape)[0]
             if st.landmarks is not None:
                 st.landmarks = _move_points(st.landmarks, st.box, new)
             st.box = new
@@ -422,19 +409,10 @@ class Tracker:
             if estimated[i]:
                 s.add_estimate(float(age[i]), float(p[i]), q, float(std[i]))
             if q > s.best_quality:
-                s.best_quality, s.best_frame, s.best_s = q, index, time_s
-                s.best_xyxy = tuple(float(v) for v in faces.xyxy[i])
+                s.best_quality, s.best_frame = q, index
             age_avg[i], p_avg[i], std_avg[i] = s.age_mean, s.p_male_mean, s.spread_mean
         return replace(faces, age=age, p_male=p, age_std=std, age_avg=age_avg, p_male_avg=p_avg,
                        age_std_avg=std_avg)
-
-
-def _clip_box(b: np.ndarray, shape) -> np.ndarray:
-    h, w = shape[:2]
-    b = np.asarray(b, np.float32).copy()
-    b[[0, 2]] = np.clip(b[[0, 2]], 0, w)
-    b[[1, 3]] = np.clip(b[[1, 3]], 0, h)
-    return b
 
 
 def _move_points(pts: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import collections
 import json
 
 import numpy as np
+import supervision as sv
 import pytest
 
 from agender.analyzer import Analyzer
@@ -249,10 +250,7 @@ def test_walking_clip_has_one_track_per_person(analyzer):
 
 
 def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+    return float(sv.box_iou_batch(np.asarray([a], np.float64), np.asarray([b], np.float64))[0, 0])
 
 
 class _StopAfter:

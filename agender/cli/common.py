@@ -32,7 +32,9 @@ def offline_threads() -> Iterator[None]:
     """
     import cv2
 
-    half = max(1, _physical_cores() // 2)
+    from agender.devices import physical_cores
+
+    half = max(1, physical_cores() // 2)
     old_env, old_cv = os.environ.get("AGENDER_THREADS"), cv2.getNumThreads()
     if old_env is None:
         os.environ["AGENDER_THREADS"] = str(half)
@@ -45,13 +47,6 @@ def offline_threads() -> Iterator[None]:
             os.environ.pop("AGENDER_THREADS", None)
 
 
-def _physical_cores() -> int:
-    try:
-        import psutil
-
-        return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
-    except Exception:  # psutil missing or odd platform
-        return max(1, os.cpu_count() or 1)
 
 
 def _number(text: str, kind: type, ok, rule: str):

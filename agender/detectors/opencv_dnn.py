@@ -6,13 +6,11 @@ emits extra boxes for the one face (see :func:`suppress_ssd_artifacts`).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 
 from agender.devices import cv2_dnn_target
-from agender.errors import ModelError
+from agender.errors import ModelError, one_line
 from agender.faces import Faces
 
 PB = "opencv_dnn/opencv_face_detector_uint8.pb"
@@ -107,7 +105,7 @@ class OpenCVDnnDetector:
         try:
             self.net = cv2.dnn.readNetFromTensorflow(str(pb), str(pbtxt))
         except cv2.error as exc:
-            raise ModelError(f"cannot load {pb} with {pbtxt.name}: {str(exc).strip().splitlines()[-1]}") from None
+            raise ModelError(f"cannot load {pb} with {pbtxt.name}: {one_line(exc, last=True, named=False)}") from None
         self.device_used = cv2_dnn_target(self.net, device)
         self.conf = float(conf)
         self.min_face = int(min_face)

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from agender.devices import OnnxSession
-from agender.errors import AgenderError, ModelError
+from agender.errors import AgenderError, ModelError, one_line
 from agender.faces import Estimates
 from agender.imageops import to_bgr8
 from agender.models.store import sha256_file
@@ -214,9 +214,7 @@ class CydralEstimator:
             log.warning("cydral:int8: %s; using fp32", exc)
             return spec.path, "extended"
         except Exception as exc:  # onnxruntime.quantization missing/changed, cache not writable, ...
-            msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-            log.warning("cydral:int8: cannot quantize the age net (%s%s), using fp32",
-                        type(exc).__name__, f": {msg}" if msg else "")
+            log.warning("cydral:int8: cannot quantize the age net (%s), using fp32", one_line(exc, limit=160))
             return spec.path, "extended"
         self.name = "cydral:int8"
         # "all" on the int8 graph: it fuses QDQ into QLinearConv, 2x faster than "extended"

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agender.errors import ModelError
+from agender.errors import ModelError, one_line
 from agender.io.sinks.base import atomic_write_bytes
 
 CONVERTER_VERSION = "ssrnet-onnx/2"
@@ -88,7 +88,7 @@ def read_keras_weights(path: Path | str) -> KerasWeights:
     except ModelError:
         raise
     except Exception as exc:  # h5py raises OSError/KeyError/ValueError on damaged files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = one_line(exc, named=False)
         raise ModelError(f"model file {path} is unreadable or corrupt ({reason})") from None
     return KerasWeights(path=path, layers=layers)
 
@@ -249,11 +249,6 @@ def build_ssrnet(weights: KerasWeights, kind: str | None = None, lambda_local: f
     helper.set_model_props(model, {"agender.converter": CONVERTER_VERSION, "ssrnet.kind": kind})
     onnx.checker.check_model(model)
     return model
-
-
-def convert(h5_path: Path | str, kind: str | None = None) -> bytes:
-    """Serialized ONNX model for one SSR-Net ``.h5`` checkpoint."""
-    return build_ssrnet(read_keras_weights(h5_path), kind).SerializeToString()
 
 
 def onnx_cache_path(source_sha256: str) -> Path:

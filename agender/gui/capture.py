@@ -73,10 +73,6 @@ class FrameSlot:
                 self._cond.wait(timeout)
             return self._items.popleft() if self._items else None
 
-    def peek(self) -> Any:
-        with self._cond:
-            return self._items[-1] if self._items else None
-
     def __len__(self) -> int:
         with self._cond:
             return len(self._items)
@@ -210,7 +206,6 @@ class CaptureThread(QThread):
         self._loop = loop
         self._paused = False
         self._step = False
-        self._refresh = False
         self._seek_to: int | None = None
         self._stop = threading.Event()
         self._wake = threading.Condition()
@@ -254,11 +249,6 @@ class CaptureThread(QThread):
     def step(self) -> None:
         """Show the next frame while paused."""
         self._step = True
-        self._poke()
-
-    def refresh(self) -> None:
-        """Hand the last frame to the worker again (paused: after a model or view change)."""
-        self._refresh = True
         self._poke()
 
     def seek(self, index: int) -> None:
@@ -349,10 +339,6 @@ class CaptureThread(QThread):
                 it, t_ref, at_end, read_since_rewind = iter(src), None, False, 0
                 self.generation += 1
                 self._step = self._step or self._paused  # show where we landed
-            if self._refresh:
-                self._refresh = False
-                if self._last is not None:
-                    self.slot.put(Captured(self._last, time.monotonic(), self.generation))
             want = (not self._paused and not at_end) or self._step
             if not want and not live:
                 self._sleep(0.1)

@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Protocol
 import cv2
 import numpy as np
 
-from agender.errors import SourceError
+from agender.errors import SourceError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ def read_image(path: str | Path, max_pixels: int = 100_000_000) -> np.ndarray:
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:  # e.g. OpenCV's own pixel limit
-        raise SourceError(f"{p}: not a readable image ({str(exc).strip().splitlines()[-1][:120]})") from None
+        raise SourceError(f"{p}: not a readable image ({one_line(exc, last=True, limit=120, named=False)})") from None
     if img is None:
         raise SourceError(f"{p}: not a readable image")
     from agender.imageops import to_bgr8
