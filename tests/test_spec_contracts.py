@@ -258,3 +258,53 @@ def test_one_frame_driver_gives_the_live_loop_the_offline_rows(clip):
         return [[f.xyxy.tolist(), f.age.tolist(), f.track_id.tolist()] for f in map(pipe.process_frame, frames)]
 
     assert faces_by(offline) == faces_by(live)
+
+
+# --------------------------------------------------------------------------- a sink in its own thread
+class Slow(Sink):
+    def __init__(self, fail_at: int | None = None):
+        self.frames, self.fail_at, self.closed, self.aborted = [], fail_at, False, False
+
+    def write(self, frame, faces):
+        import time
+
+        time.sleep(0.002)
+        if frame.index == self.fail_at:
+            raise OSError(28, "No space left on device")
+        self.frames.append(frame.index)
+
+    def close(self):
+        self.closed = True
+
+    def abort(self):
+        self.aborted = True
+
+
+def _frame(i: int):
+    from agender.io.sources import Frame
+
+    return Frame(i, i / 10.0, np.zeros((2, 2, 3), np.uint8))
+
+
+def test_a_background_sink_writes_every_frame_in_order_and_closes_after_the_last():
+    from agender.io.sinks.background import BackgroundSink
+
+    inner = Slow()
+    sink = BackgroundSink(inner, maxsize=2)
+    for i in range(20):
+        sink.write(_frame(i), Faces())
+    sink.close()
+    assert inner.frames == list(range(20)) and inner.closed
+
+
+def test_a_background_sink_raises_the_writer_threads_failure_in_the_caller():
+    from agender.io.sinks.background import BackgroundSink
+
+    inner = Slow(fail_at=3)
+    sink = BackgroundSink(inner, maxsize=2)
+    with pytest.raises(OSError, match="No space"):
+        for i in range(50):
+            sink.write(_frame(i), Faces())
+        sink.close()
+    sink.abort()
+    assert inner.frames == [0, 1, 2] and inner.aborted and not inner.closed
