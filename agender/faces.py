@@ -142,6 +142,13 @@ class Faces:
     def gender(self) -> list[str]:
         return [gender_of(float(p)) for p in self.p_male]
 
+    def tracked(self) -> Iterator[tuple[int, int]]:
+        """``(row, track_id)`` of each face that belongs to a track, in row order: what every
+        per-track accumulator (tracker, tracks and people tables) walks."""
+        for i, tid in enumerate(self.track_id):
+            if tid >= 0:
+                yield i, int(tid)
+
     @property
     def area(self) -> np.ndarray:
         wh = np.clip(self.xyxy[:, 2:] - self.xyxy[:, :2], 0, None)

@@ -396,10 +396,7 @@ class Tracker:
         age_avg = np.full(len(faces), np.nan, np.float32)
         p_avg = np.full(len(faces), np.nan, np.float32)
         std_avg = np.full(len(faces), np.nan, np.float32)
-        for i, tid in enumerate(faces.track_id):
-            tid = int(tid)
-            if tid < 0:
-                continue
+        for i, tid in faces.tracked():
             s = self._summary.get(tid)
             if s is None:
                 s = self._summary[tid] = TrackSummary(tid, index, time_s, index, time_s)

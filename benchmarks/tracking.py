@@ -28,15 +28,9 @@ TV = SHARED / "data" / "videos" / "tv_scene_720p.mp4"
 
 
 def load_frames(path: Path = TV, count: int = 240, start: int = 0) -> list:
-    from agender.io.sources import VideoSource
+    from agender.io.sources import read_frames
 
-    src = VideoSource(str(path), max_frames=count)
-    if start:
-        src.seek(start)
-    try:
-        return list(src)
-    finally:
-        src.close()
+    return read_frames(path, start, count)
 
 
 def run_once(analyzer, frames: list, fps: float, detect_every: int, between: str = "kcf") -> dict:

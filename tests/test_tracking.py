@@ -18,10 +18,11 @@ import pytest
 
 from agender.analyzer import Analyzer
 from agender.faces import Faces
-from agender.io.sources import Frame, VideoSource
+from agender.io.sources import Frame, read_frames
 from agender.shots import ShotCutDetector, SimilarFrameFilter
 from agender.tracked_analyzer import TrackedAnalyzer, TrackingStage
 from agender.tracking import Tracker
+from _fakes import StopAfter
 from conftest import MODELS, VIDEOS
 
 TV = VIDEOS / "tv_scene_720p.mp4"
@@ -32,13 +33,7 @@ PEOPLE_PER_SHOT = {0: (4, 6), 118: (1, 1), 146: (1, 1), 176: (1, 1), 210: (1, 1)
 
 
 def _frames(path, start: int = 0, count: int | None = None) -> list[Frame]:
-    src = VideoSource(str(path), max_frames=count)
-    if start:
-        src.seek(start)
-    try:
-        return list(src)
-    finally:
-        src.close()
+    return read_frames(path, start, count)
 
 
 @pytest.fixture(scope="module")
@@ -253,22 +248,6 @@ def _iou(a, b) -> float:
     return float(sv.box_iou_batch(np.asarray([a], np.float64), np.asarray([b], np.float64))[0, 0])
 
 
-class _StopAfter:
-    """A progress hook that presses Ctrl-C after ``n`` frames (the runner keeps its checkpoint)."""
-
-    def __init__(self, n: int):
-        self.n, self.seen = n, 0
-
-    def start(self, name, total):
-        pass
-
-    def advance(self, frames, faces):
-        self.seen += frames
-        if self.seen >= self.n:
-            raise KeyboardInterrupt
-
-    def finish(self):
-        pass
 
 
 @pytest.mark.parametrize("between", ["kalman", "hold"])
@@ -287,7 +266,7 @@ def test_interrupted_tracked_run_resumes_to_the_same_table_and_tracks_file(analy
     items = expand_inputs([str(TV)])
     assert runner(tmp_path / "a").run(items)[0].status == "done"
     with pytest.raises(KeyboardInterrupt):
-        runner(tmp_path / "b", _StopAfter(40)).run(items)
+        runner(tmp_path / "b", StopAfter(40)).run(items)
     res = runner(tmp_path / "b").run(items)[0]
     assert res.status == "done" and 0 < res.resumed_from <= 40
     for name in ("tv_scene_720p.csv", "tv_scene_720p.tracks.csv"):

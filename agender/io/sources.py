@@ -559,6 +559,17 @@ def open_source(spec: str | int, **kwargs) -> Source:
     return VideoSource(s, **kwargs)
 
 
+def read_frames(path: str | Path, start: int = 0, count: int | None = None) -> list[Frame]:
+    """``count`` frames of a video from frame ``start``, decoded into memory (tests, benchmarks)."""
+    src = VideoSource(str(path), max_frames=count)
+    if start:
+        src.seek(start)
+    try:
+        return list(src)
+    finally:
+        src.close()
+
+
 class ThreadedReader:
     """Runs ``source`` in a daemon thread ahead of the consumer.
 

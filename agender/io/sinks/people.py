@@ -147,10 +147,7 @@ class PeopleSink(Sink):
 
     def write(self, frame, faces) -> None:
         t = float(frame.time_s)
-        for i, fid in enumerate(faces.track_id):
-            fid = int(fid)
-            if fid < 0:
-                continue
+        for i, fid in faces.tracked():
             a = self._tracks.get(fid)
             if a is None:
                 a = self._tracks[fid] = _Track(t, t)

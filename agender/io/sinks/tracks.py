@@ -71,10 +71,7 @@ class TracksSink(Sink):
 
     def write(self, frame: "Frame", faces: "Faces") -> None:
         t = float(frame.time_s)
-        for i, tid in enumerate(faces.track_id):
-            tid = int(tid)
-            if tid < 0:
-                continue
+        for i, tid in faces.tracked():
             a = self._acc.get(tid)
             if a is None:
                 a = self._acc[tid] = _Acc(tid, t, t)
