@@ -22,7 +22,7 @@ from agender.io.sources import Frame, read_frames
 from agender.shots import ShotCutDetector, SimilarFrameFilter
 from agender.tracked_analyzer import TrackedAnalyzer, TrackingStage
 from agender.tracking import Tracker
-from _fakes import StopAfter
+from _fakes import whole_and_resumed
 from conftest import MODELS, VIDEOS
 
 TV = VIDEOS / "tv_scene_720p.mp4"
@@ -253,21 +253,11 @@ def _iou(a, b) -> float:
 @pytest.mark.parametrize("between", ["kalman", "hold"])
 def test_interrupted_tracked_run_resumes_to_the_same_table_and_tracks_file(analyzer, tmp_path, between):
     from agender.exports import TrackOptions
-    from agender.inputs import expand_inputs
-    from agender.runner import RunOptions, Runner
+    from agender.runner import RunOptions
 
-    track = TrackOptions(detect_every=3, between=between)
     opts = RunOptions(max_frames=72, checkpoint_s=0.0, group_frames=8)
-
-    def runner(out, progress=None):
-        return Runner(analyzer, out, opts, stage_factories=[track.stage_factory()],
-                      sink_factories=track.sink_factories(), progress=progress)
-
-    items = expand_inputs([str(TV)])
-    assert runner(tmp_path / "a").run(items)[0].status == "done"
-    with pytest.raises(KeyboardInterrupt):
-        runner(tmp_path / "b", StopAfter(40)).run(items)
-    res = runner(tmp_path / "b").run(items)[0]
+    res = whole_and_resumed(analyzer, tmp_path, TrackOptions(detect_every=3, between=between), opts, str(TV),
+                            stop_after=40)
     assert res.status == "done" and 0 < res.resumed_from <= 40
     for name in ("tv_scene_720p.csv", "tv_scene_720p.tracks.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
