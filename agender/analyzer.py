@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 
 DEFAULT_DETECT_WIDTH = 640  # detectors without a default_detect_width of their own
+DEFAULT_MIN_FACE = 10  # px, short side of a face box in the full frame (--min-face)
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Analyzer:
         *,
         detect_width: int | None | str = "auto",
         conf: float | None = None,
-        min_face: int = 10,
+        min_face: int = DEFAULT_MIN_FACE,
         padding: float | None = None,
         batch_size: int = 32,
     ):
