@@ -29,15 +29,18 @@ Extension points (how tracking and export sinks plug in)
 --------------------------------------------------------
 ``Runner(..., stage_factories=[f], sink_factories=[g])``: each factory is called once per
 input with a :class:`JobContext` (the item, the opened source with its fps/size, the output
-folder, the options) and returns an object or ``None`` (not for this input).
+folder, the options, and for sink factories the input's stages) and returns an object or
+``None`` (not for this input).
 
-Frame stages (a tracker) are described in :mod:`agender.pipeline`.
-
-An **extra sink** (MP4/ASS/chips export, ``<name>.tracks.csv``) follows
-:class:`~agender.io.sinks.base.Sink` (``write``/``close``/``abort``); its ``.path`` (or
-``.paths``) is listed in the sidecar. For resume it may also offer ``begin(state|None) -> bool``,
-``checkpoint() -> dict`` and ``resumable = True`` (see :class:`~agender.io.sinks.table.PartialFileSink`);
-an input with any non-resumable sink or stage restarts from frame 0 instead of resuming.
+Both are contracts, not duck typing: a frame stage (the tracker) subclasses
+:class:`~agender.pipeline.FrameStage`, an extra sink (MP4/ASS/chips export,
+``<name>.tracks.csv``) subclasses :class:`~agender.io.sinks.base.Sink`; every hook has a no-op
+default and the runner calls each of them, never probing. Its :attr:`~agender.io.sinks.base.Sink.paths`
+are listed in the sidecar. For resume a sink sets ``resumable`` and implements ``begin(state)``
+and ``checkpoint()`` (see :class:`~agender.io.sinks.table.PartialFileSink`); a stage sets
+``resumable`` and implements ``state_dict()``/``load_state_dict()``, which the runner stores in
+the checkpoint itself. An input with any non-resumable sink or stage restarts from frame 0
+instead of resuming.
 """
 from __future__ import annotations
 
@@ -338,8 +341,7 @@ class Runner:
         o = self.options
         models = dict(self.analyzer.describe())
         models.pop("device", None)
-        models["conf"] = getattr(self.analyzer, "conf", None)
-        models["batch_size"] = getattr(self.analyzer, "batch_size", None)
+        models["conf"], models["batch_size"] = self.analyzer.conf, self.analyzer.batch_size
         return json.loads(json.dumps({
             "input": input_identity(item),
             "models": models,
@@ -620,9 +622,9 @@ class Runner:
             "faces": stats.faces,
             "wall_s": round(stats.wall_s, 3),
             "fps": round(stats.fps, 2),
-            "device": getattr(an, "device_used", "CPU"),
-            "detector": None if self.options.no_detect else getattr(getattr(an, "detector", None), "name", None),
-            "estimator": getattr(getattr(an, "estimator", None), "name", None),
+            "device": an.device_used,
+            "detector": None if self.options.no_detect or an.detector is None else an.detector.name,
+            "estimator": an.estimator.name,
             "models": model_files(an),
             "settings": {**an.describe(), **{k: v for k, v in asdict(self.options).items()
                                             if k not in ("overwrite", "checkpoint_s", "queue_frames")}},
