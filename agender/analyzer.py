@@ -7,7 +7,8 @@ Why detect small: detectors are the cost centre and a 640 px copy finds the same
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -15,13 +16,14 @@ import numpy as np
 from agender.detectors import Detector, create_detector
 from agender.estimators import Estimator, create_estimator
 from agender.faces import Estimates, Faces
-from agender.imageops import crop_boxes, pad_boxes, resize_for_detection, to_bgr8
+from agender.imageops import clip_boxes, crop_boxes, pad_boxes, resize_for_detection, to_bgr8
 from agender.models import ModelStore
 
 log = logging.getLogger(__name__)
 
 
 DEFAULT_DETECT_WIDTH = 640  # detectors without a default_detect_width of their own
+DEFAULT_MIN_FACE = 10  # px, short side of a face box in the full frame (--min-face)
 
 
 @dataclass
@@ -34,10 +36,6 @@ class StageTimes:
     estimate: float = 0.0
     frames: int = 0
     faces: int = 0
-
-    def as_ms_per_frame(self) -> dict[str, float]:
-        n = max(1, self.frames)
-        return {k: 1000.0 * getattr(self, k) / n for k in ("resize", "detect", "crop", "estimate")}
 
 
 class Analyzer:
@@ -59,7 +57,7 @@ class Analyzer:
         *,
         detect_width: int | None | str = "auto",
         conf: float | None = None,
-        min_face: int = 10,
+        min_face: int = DEFAULT_MIN_FACE,
         padding: float | None = None,
         batch_size: int = 32,
     ):
@@ -96,6 +94,24 @@ class Analyzer:
             "min_face": self.min_face,
         }
 
+    def model_files(self) -> list[Path]:
+        """Every model file in use, once each: what the store resolved, then the files the
+        detector and estimator name themselves (weights inside a pip package, OpenCV's
+        cascades, cached conversions)."""
+        parts = [p for p in (self.detector, self.estimator) if p is not None]
+        paths = [*self.models.resolved.values(), *(Path(f) for part in parts for f in part.model_files)]
+        out, seen = [], set()
+        for p in paths:
+            try:
+                key = str(p.resolve())
+                if key in seen or not p.is_file():
+                    continue
+            except OSError:
+                continue
+            seen.add(key)
+            out.append(p)
+        return out
+
     # -- stages --------------------------------------------------------------------------
     def downscale(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
         """The copy the detector runs on, and its scale. Separate from :meth:`detect` so an
@@ -129,11 +145,8 @@ class Analyzer:
             faces.xyxy = faces.xyxy / scale
             if faces.landmarks is not None:
                 faces.landmarks = faces.landmarks / scale
-        h, w = frame.shape[:2]
-        xyxy = faces.xyxy
-        xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, w)
-        xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, h)
-        wh = xyxy[:, 2:] - xyxy[:, :2]
+        faces.xyxy = clip_boxes(faces.xyxy, frame.shape)
+        wh = faces.xyxy[:, 2:] - faces.xyxy[:, :2]
         return faces[(wh.min(axis=1) >= self.min_face)]
 
     def crops(self, frame: np.ndarray, faces: Faces) -> tuple[list[np.ndarray], list[np.ndarray | None] | None]:

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from agender import __version__
 from agender.io.sinks.csv_sink import CsvSink
-from agender.io.sources import Frame, ThreadedReader, VideoSource
+from agender.io.sources import Frame, VideoSource
 
 
 class LoopedVideo:
@@ -67,11 +67,6 @@ def bench(video: str | Path, analyzer, *, min_seconds: float = 10.0, max_frames:
 
     ``track`` (a :class:`~agender.exports.TrackOptions`) adds the tracking stage exactly as
     ``agender analyze`` runs it by default, so the figure is the one a user gets."""
-    import cv2
-
-    from agender.devices import default_threads
-    from agender.pipeline import FramePipeline, TimedSource
-
     video = str(video)
     load_before = _loadavg()
     probe = VideoSource(video)
@@ -92,31 +87,58 @@ def bench(video: str | Path, analyzer, *, min_seconds: float = 10.0, max_frames:
     decode_s = time.perf_counter() - t0
 
     # 2) the full pipeline: reader thread → detect → crop → batched estimate → CSV
-    stages = []
-    if track is not None and track.enabled:
-        from agender.tracked_analyzer import TrackingStage
+    stages = _tracking_stages(track, fps)
+    pipe, stats = _run_pipeline(analyzer, stages, group_frames, LoopedVideo(video, total))
+    decode_fps = n_dec / decode_s if decode_s > 0 else 0.0
+    return {
+        "video": video,
+        "resolution": size,
+        "video_fps": round(fps, 3),
+        **_throughput(stats, fps, decode_fps),
+        "ms_per_frame": pipe.ms_per_frame(),
+        "ms_per_frame_wall": round(1000.0 * stats.wall_s / max(1, stats.frames_analysed), 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        **_setup_of(analyzer, pipe, group_frames),
+        "tracking": ({"detect_every": track.detect_every, "between": track.between, "skip_similar": track.skip_similar}
+                     if stages else None),
+        "threads": _threads(),
+        "agender_version": __version__,
+        "load_avg_1m": {"before": load_before, "after": _loadavg()},  # other jobs on the machine
+    }
 
-        stages.append(TrackingStage(fps, detect_every=track.detect_every, reestimate_every=track.reestimate_every,
-                                    skip_similar=track.skip_similar, cuts=track.cuts, between=track.between,
-                                    reid=getattr(track, "reid", True)))
+
+def _tracking_stages(track: Any, fps: float) -> list:
+    """The tracking stage ``agender analyze`` would run with ``track`` (none when it is off)."""
+    if track is None or not track.enabled:
+        return []
+    from agender.tracked_analyzer import TrackingStage
+
+    return [TrackingStage(fps, detect_every=track.detect_every, reestimate_every=track.reestimate_every,
+                          skip_similar=track.skip_similar, cuts=track.cuts, between=track.between,
+                          reid=getattr(track, "reid", True))]
+
+
+def _run_pipeline(analyzer, stages: list, group_frames: int, frames: LoopedVideo):
+    """The offline pipeline over ``frames`` into a throw-away CSV: the pipeline and its stats."""
+    from agender.pipeline import FramePipeline
+
     pipe = FramePipeline(analyzer, stages=stages, group_frames=group_frames)
     with tempfile.TemporaryDirectory(prefix="agender-bench-") as tmp:
         sink = CsvSink(Path(tmp) / "bench.csv")
         sink.begin(None)
-        reader = ThreadedReader(TimedSource(LoopedVideo(video, total), pipe.clock, pipe.reader_prepare), maxsize=8)
+        reader = pipe.read(frames, maxsize=8)
         try:
             stats = pipe.run(reader, [sink])
         finally:
             reader.close()
         sink.close()
+    return pipe, stats
+
+
+def _throughput(stats, fps: float, decode_fps: float) -> dict[str, Any]:
     wall = stats.wall_s
-    decode_fps = n_dec / decode_s if decode_s > 0 else 0.0
     pipeline_fps = stats.frames_analysed / wall if wall > 0 else 0.0
-    ms = pipe.ms_per_frame()
     return {
-        "video": video,
-        "resolution": size,
-        "video_fps": round(fps, 3),
         "frames": stats.frames_analysed,
         "decode_fps": round(decode_fps, 1),
         "pipeline_fps": round(pipeline_fps, 1),
@@ -125,22 +147,26 @@ def bench(video: str | Path, analyzer, *, min_seconds: float = 10.0, max_frames:
         "faces": stats.faces,
         "faces_per_frame": round(stats.faces / max(1, stats.frames_analysed), 2),
         "faces_per_s": round(stats.faces / wall, 1) if wall > 0 else 0.0,
-        "ms_per_frame": ms,
-        "ms_per_frame_wall": round(1000.0 * wall / max(1, stats.frames_analysed), 3),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+def _setup_of(analyzer, pipe, group_frames: int) -> dict[str, Any]:
+    return {
         "device": analyzer.device_used,
         "detector": getattr(analyzer.detector, "name", None),
         "estimator": analyzer.estimator.name,
         "detect_width": analyzer.detect_width,
         "group_frames": group_frames,
         "detect_ahead": pipe.detect_ahead,
-        "tracking": ({"detect_every": track.detect_every, "between": track.between, "skip_similar": track.skip_similar}
-                     if stages else None),
-        "threads": {"onnxruntime_intra_op": default_threads(), "opencv": cv2.getNumThreads(),
-                    "cpus": os.cpu_count()},
-        "agender_version": __version__,
-        "load_avg_1m": {"before": load_before, "after": _loadavg()},  # other jobs on the machine
     }
+
+
+def _threads() -> dict[str, Any]:
+    import cv2
+
+    from agender.devices import default_threads
+
+    return {"onnxruntime_intra_op": default_threads(), "opencv": cv2.getNumThreads(), "cpus": os.cpu_count()}
 
 
 def _loadavg() -> float | None:

@@ -16,6 +16,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from agender.errors import one_line
+
 log = logging.getLogger(__name__)
 
 # Preference order for "auto": accelerators first, CPU always last.
@@ -80,17 +82,22 @@ def device_label(provider: str) -> str:
     return provider
 
 
-def default_threads() -> int:
-    """Intra-op threads: all physical cores by default (``AGENDER_THREADS`` overrides)."""
-    env = os.environ.get("AGENDER_THREADS")
-    if env:
-        return max(1, int(env))
+def physical_cores() -> int:
+    """Physical CPU cores (logical ones where psutil cannot tell)."""
     try:
         import psutil
 
         return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
     except Exception:  # psutil missing or odd platform
         return max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """Intra-op threads: all physical cores by default (``AGENDER_THREADS`` overrides)."""
+    env = os.environ.get("AGENDER_THREADS")
+    if env:
+        return max(1, int(env))
+    return physical_cores()
 
 
 @dataclass
@@ -230,26 +237,30 @@ def disagreement(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray])
 
 
 def _first_line(exc: BaseException) -> str:
-    msg = str(exc).strip()
-    return f"{type(exc).__name__}: {msg.splitlines()[0][:120]}" if msg else type(exc).__name__
+    return one_line(exc, limit=120)
 
 
-def cv2_dnn_target(net: Any, device: str) -> str:
-    """Point a ``cv2.dnn`` net at CUDA when asked/available; returns the device label used."""
+def cv2_dnn_backend(device: str, what: str = "cv2.dnn") -> tuple[int, int, str]:
+    """cv2.dnn backend and target ids for ``device`` (CUDA only when OpenCV was built with
+    it), and the device label; ``what`` names the model in the warning when CUDA is missing."""
     import cv2
 
     name, _ = parse_device(device)
     if name in ("auto", "cuda"):
         try:
             if cv2.cuda.getCudaEnabledDeviceCount() > 0:
-                net.setPreferableBackend(cv2.dnn.DNN_BACKEND_CUDA)
-                net.setPreferableTarget(cv2.dnn.DNN_TARGET_CUDA)
-                return "CUDA"
+                return cv2.dnn.DNN_BACKEND_CUDA, cv2.dnn.DNN_TARGET_CUDA, "CUDA"
         except Exception:  # OpenCV built without CUDA
             pass
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
     if name == "cuda":
-        log.warning("OpenCV has no CUDA backend here, cv2.dnn runs on CPU")
-        return "CPU (OpenCV built without CUDA)"
-    return "CPU"
+        log.warning("OpenCV has no CUDA backend here, %s runs on CPU", what)
+        return cv2.dnn.DNN_BACKEND_OPENCV, cv2.dnn.DNN_TARGET_CPU, "CPU (OpenCV built without CUDA)"
+    return cv2.dnn.DNN_BACKEND_OPENCV, cv2.dnn.DNN_TARGET_CPU, "CPU"
+
+
+def cv2_dnn_target(net: Any, device: str) -> str:
+    """Point a ``cv2.dnn`` net at CUDA when asked/available; returns the device label used."""
+    backend, target, label = cv2_dnn_backend(device)
+    net.setPreferableBackend(backend)
+    net.setPreferableTarget(target)
+    return label

@@ -58,3 +58,14 @@ class OutputBusy(AgenderError):
         self.path, self.pid = path, pid
         who = f" (pid {pid})" if pid else ""
         super().__init__(f"output {path} is being written by another agender run{who}")
+
+
+def one_line(exc: BaseException, *, last: bool = False, limit: int | None = None, named: bool = True) -> str:
+    """An exception as one line for a message: its first line (``last``: its last, where the
+    reason of a cv2/h5py error stands), cut to ``limit`` characters, after its type name
+    (``named``); only the type name when it says nothing."""
+    lines = str(exc).strip().splitlines()
+    text = (lines[-1] if last else lines[0])[:limit] if lines else ""
+    if not text:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if named else text

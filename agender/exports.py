@@ -18,7 +18,7 @@ names: ``<name>.annotated.mp4``, ``<name>.ass``, ``<name>.chips.tar`` + ``<name>
 re-identification (on with tracking; ``reid=False`` is ``--no-reid``) a ``person_id`` column
 (appended after ``gender_avg``) and ``<name>.people.csv``/``.jsonl`` (agender.io.sinks.people).
 
-Resume: the tracking stage checkpoints its state with the runner, and the tracks file is
+Resume: the runner checkpoints the tracking stage's state, and the tracks file is
 resumable, so a tracked run resumes where it stopped. The MP4, ASS and chips exports cannot be
 appended to: an interrupted input with any of them is redone from its first frame.
 """
@@ -68,21 +68,16 @@ class TrackOptions:
                 return None
             from agender.tracked_analyzer import TrackingStage
 
-            stage = TrackingStage(_analysis_fps(ctx), detect_every=self.detect_every,
-                                  reestimate_every=self.reestimate_every, skip_similar=self.skip_similar,
-                                  cuts=self.cuts, between=self.between, reid=self.reid,
-                                  reid_threshold=self.reid_threshold, privacy=self.privacy)
-            ctx.tracking_stage = stage  # the sink factory below hands it to the runner's checkpoints
-            return stage
+            return TrackingStage(_analysis_fps(ctx), detect_every=self.detect_every,
+                                 reestimate_every=self.reestimate_every, skip_similar=self.skip_similar,
+                                 cuts=self.cuts, between=self.between, reid=self.reid,
+                                 reid_threshold=self.reid_threshold, privacy=self.privacy)
 
         return make
 
     def sink_factories(self) -> list[Callable[[Any], Any]]:
-        """The tracking stage's checkpoint carrier, and ``<name>.tracks.csv`` (or ``.jsonl``:
-        the table's format)."""
-
-        def state(ctx):
-            return getattr(ctx, "tracking_stage", None)
+        """``<name>.tracks.csv`` (or ``.jsonl``: the table's format) and, with
+        re-identification, ``<name>.people.csv``."""
 
         def tracks(ctx):
             if not (self.enabled and self.tracks_file and _tracks(ctx)):
@@ -98,7 +93,9 @@ class TrackOptions:
             from agender.io.sinks.people import PeopleSink
             from agender.reid import FaceEmbedder
 
-            stage = getattr(ctx, "tracking_stage", None)
+            from agender.tracked_analyzer import TrackingStage
+
+            stage = next((st for st in ctx.stages if isinstance(st, TrackingStage)), None)
             if stage is None or stage.reid is None:
                 return None
             fmt = "jsonl" if ctx.options.format == "jsonl" else "csv"
@@ -106,7 +103,7 @@ class TrackOptions:
             return PeopleSink(ctx.outdir / f"{ctx.item.name}.people.{fmt}", person_map=stage.person_map,
                               fps=_analysis_fps(ctx), format=fmt, reid_info=info)
 
-        return [state, tracks, people]
+        return [tracks, people]
 
 
 @dataclass

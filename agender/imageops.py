@@ -73,11 +73,22 @@ def pad_boxes(xyxy: np.ndarray, padding: float) -> np.ndarray:
 
 
 def clip_boxes(xyxy: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Float32 boxes clipped to an image of ``shape`` (supervision's ``clip_boxes``)."""
+    import supervision as sv
+
     h, w = shape[:2]
-    out = np.asarray(xyxy, np.float32).reshape(-1, 4).copy()
-    out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, w)
-    out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, h)
-    return out
+    return sv.clip_boxes(np.asarray(xyxy, np.float32).reshape(-1, 4), (w, h))
+
+
+def box_iou(a, b) -> float:
+    """IoU of two xyxy boxes, in the boxes' own precision (float32 for Faces). Not
+    ``sv.box_iou_batch``, which works in float64: the tracker's ``track_conf`` (written to 4
+    decimals) must stay bit-for-bit what it was; batches of boxes use supervision's."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
 
 
 def crop_boxes(frame: np.ndarray, xyxy: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:

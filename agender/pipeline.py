@@ -10,42 +10,27 @@ whole inputs (output files, resume) is :mod:`agender.runner`'s job.
 
 Frame stages
 ------------
-A **frame stage** (e.g. a tracker) is any object with some of these methods (all optional)::
-
-    should_detect(frame) -> bool            # False: no detector on this frame
-    prepare(frame, faces | None) -> Faces   # right after detection (None when skipped): the
-                                            # faces to estimate and write, e.g. with track_id
-                                            # set, or boxes carried forward on skipped frames
-    update(frame, faces, detected) -> Faces # after estimation: e.g. fill age_avg/p_male_avg
-    close() -> None                         # when the input ends
-    resumable: bool                         # default False: True only if the stage gives the
-                                            # same rows when a run starts mid-video
-    name, fingerprint: str                  # part of the resume fingerprint
-    detects_every_frame: bool               # True when should_detect never says False (e.g.
-                                            # no --detect-every/--skip-similar): lets the runner
-                                            # run the detector ahead in its own thread
-    columns: tuple[str, ...]                # table columns it fills, added after extra_columns
-                                            # (e.g. the tracker's face_id.., videos only)
-
-Per frame, in frame order: ``should_detect`` → detect → ``prepare``; then, once per group of
-``group_frames`` frames, one estimator batch over the faces of the whole group; then ``update``
-for each frame in order, then the sinks. So ``should_detect`` and ``prepare`` of frame k see the
-``prepare`` of frame k-1 (track association works), but ``update`` of frame k-1 may come later
-(estimates arrive per group). Faces returned by ``prepare`` that already carry an estimate
-(finite ``age`` or ``p_male``, e.g. copied from their track) are *not* sent to the estimator:
-that is how a stage skips estimation of a face. A frame with no detection and no ``prepare``
-gets empty ``Faces``. Add ``extra_columns=("face_id", "track_conf", "age_avg", "p_male_avg",
-"gender_avg")`` to :class:`~agender.runner.RunOptions` to write the tracker's fields.
+A **frame stage** (e.g. the tracker) subclasses :class:`FrameStage`, whose hooks all have
+no-op defaults. Per frame, in frame order: ``should_detect`` → detect → ``prepare``; then,
+once per group of ``group_frames`` frames, one estimator batch over the faces of the whole
+group; then ``update`` for each frame in order, then the sinks. So ``should_detect`` and
+``prepare`` of frame k see the ``prepare`` of frame k-1 (track association works), but
+``update`` of frame k-1 may come later (estimates arrive per group). Faces returned by
+``prepare`` that already carry an estimate (finite ``age`` or ``p_male``, e.g. copied from
+their track) are *not* sent to the estimator: that is how a stage skips estimation of a face.
+A frame with no detection and no faces from ``prepare`` gets empty ``Faces``.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from agender.faces import Faces
+from agender.io.sinks.base import Sink
 from agender.io.sources import Frame, ThreadedReader
 
 
@@ -93,6 +78,58 @@ class NoProgress:
         pass
 
 
+class FrameStage:
+    """Per-frame logic between the detector and the sinks (the tracker is one).
+
+    Every hook has a no-op default, so the pipeline and the runner call each one on every
+    stage. A stage that can continue an interrupted run sets :attr:`resumable` and returns
+    its state from :meth:`state_dict`; the runner stores it with each checkpoint and hands it
+    back to :meth:`load_state_dict` on resume.
+    """
+
+    #: Part of the resume fingerprint: a run with another name or fingerprint starts over.
+    name: str = "stage"
+    fingerprint: str = ""
+    #: True only if the stage gives the same rows when a run starts mid-video.
+    resumable: bool = False
+    #: Table columns the stage fills (added after ``extra_columns``; e.g. the tracker's).
+    columns: tuple[str, ...] = ()
+
+    @property
+    def detects_every_frame(self) -> bool:
+        """True when :meth:`should_detect` never says False: lets the pipeline run the
+        detector ahead in its own thread."""
+        return True
+
+    def should_detect(self, frame: Frame, want: bool | None = None) -> bool:
+        """False: no detector on this frame. ``want``: the caller's own schedule (the live
+        monitor detects ahead when it can); None offline."""
+        return True
+
+    def prepare(self, frame: Frame, faces: Faces | None) -> Faces | None:
+        """Right after detection (``None`` when not detected): the faces to estimate and
+        write, e.g. with ``track_id`` set, or boxes carried forward on skipped frames."""
+        return faces
+
+    def update(self, frame: Frame, faces: Faces, detected: bool) -> Faces:
+        """After estimation: e.g. fill ``age_avg``/``p_male_avg``."""
+        return faces
+
+    def close(self) -> None:
+        """The input ended."""
+
+    def finalize_table(self, partial: Path, fmt: str) -> None:
+        """Revise the finished per-frame table before it is moved into place (re-identification
+        rewrites ``person_id``)."""
+
+    def state_dict(self) -> dict:
+        """JSON-able state to resume from (only asked of a :attr:`resumable` stage)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a :meth:`state_dict`."""
+
+
 class TimedSource:
     """Wraps a source so the reader thread accounts its own decode time, and runs ``prepare``
     (e.g. :meth:`FramePipeline.reader_prepare`) on each frame in that thread too."""
@@ -123,7 +160,7 @@ def _whole_image(image: np.ndarray) -> Faces:
     return Faces(xyxy=[[0, 0, w, h]], det_conf=[np.nan])
 
 
-def _merge(full: Faces, idx: np.ndarray, part: Faces) -> Faces:
+def merge_estimates(full: Faces, idx: np.ndarray, part: Faces) -> Faces:
     """``full`` with the estimates of faces ``idx`` taken from ``part`` (the estimated subset)."""
     if not len(idx):
         return full
@@ -162,18 +199,18 @@ class FramePipeline:
     the calling thread, in frame order, exactly as without it, so the rows are the same.
     """
 
-    def __init__(self, analyzer, *, stages: Sequence[Any] = (), group_frames: int = 8, no_detect: bool = False,
+    def __init__(self, analyzer, *, stages: Sequence[FrameStage] = (), group_frames: int = 8, no_detect: bool = False,
                  detect_ahead: bool = True):
         self.analyzer = analyzer
-        self.stages = list(stages)
+        self.stages: list[FrameStage] = list(stages)
         self.group_frames = max(1, int(group_frames))
         self.no_detect = no_detect
         self.detect_ahead = (detect_ahead and not no_detect and getattr(analyzer, "detector", None) is not None
-                             and all(getattr(st, "detects_every_frame", not hasattr(st, "should_detect"))
-                                     for st in self.stages))
+                             and all(st.detects_every_frame for st in self.stages))
         self.clock = Clock()
         self.stats = RunStats()
         self._times0 = replace(analyzer.times)  # the analyzer's clock is cumulative across inputs
+        self.sync_detect_s = 0.0  # detector seconds spent in the last group (not detected ahead)
 
     @property
     def reader_prepare(self) -> Callable[[Frame], None] | None:
@@ -188,51 +225,60 @@ class FramePipeline:
 
         return prepare
 
-    def _should_detect(self, frame: Frame) -> bool:
-        ok = True
-        for st in self.stages:
-            fn = getattr(st, "should_detect", None)
-            if fn is not None and not fn(frame):
-                ok = False
-        return ok
+    def read(self, source, *, maxsize: int = 8, latest_only: bool = False) -> ThreadedReader:
+        """``source`` decoded ahead in a reader thread that accounts its decode time in
+        :attr:`clock` and, with detection run ahead, makes the detector's copy there too: the
+        one way every offline caller (runner, bench, cluster worker) feeds :meth:`run`."""
+        return ThreadedReader(TimedSource(source, self.clock, self.reader_prepare), maxsize=maxsize,
+                              latest_only=latest_only)
 
-    def process_group(self, group: list[Frame], sinks: Sequence[Any],
-                      detected: Sequence[Faces | None] | None = None) -> None:
+    def _should_detect(self, frame: Frame, want: bool | None = None) -> bool:
+        flags = [st.should_detect(frame, want) for st in self.stages]  # every stage sees every frame
+        return all(flags)
+
+    def _detect_and_prepare(self, frame: Frame, ahead: Faces | None, want: bool | None) -> tuple[bool, Faces]:
+        """One frame's should_detect → detect → prepare: whether it was detected, its faces."""
+        t0 = time.perf_counter()
+        flag = self._should_detect(frame, want)
+        self.clock.stage += time.perf_counter() - t0
+        faces: Faces | None
+        if not flag:
+            faces = None
+        elif ahead is not None:
+            faces = ahead
+        elif self.no_detect:
+            faces = _whole_image(frame.image)
+        else:
+            t0 = time.perf_counter()
+            faces = self.analyzer.detect(frame.image, small=frame.small)
+            self.sync_detect_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for st in self.stages:
+            faces = st.prepare(frame, faces)
+        self.clock.stage += time.perf_counter() - t0
+        return flag, faces if faces is not None else Faces()
+
+    def process_group(self, group: list[Frame], sinks: Sequence[Sink],
+                      detected: Sequence[Faces | None] | None = None,
+                      want: Sequence[bool | None] | None = None) -> list[Faces]:
         """should_detect → detect → prepare per frame; one estimator batch for the group's
         faces that carry no estimate yet; update → sinks per frame. ``detected``: detections
-        made ahead (used where ``should_detect`` agrees)."""
-        an = self.analyzer
+        made ahead (used where ``should_detect`` agrees); ``want``: per frame, the caller's
+        detection schedule (see :meth:`FrameStage.should_detect`). Returns each frame's faces."""
+        self.sync_detect_s = 0.0
         flags, dets = [], []
         for k, fr in enumerate(group):
-            t0 = time.perf_counter()
-            flag = self._should_detect(fr)
-            self.clock.stage += time.perf_counter() - t0
-            faces: Faces | None
-            if not flag:
-                faces = None
-            elif detected is not None and detected[k] is not None:
-                faces = detected[k]
-            elif self.no_detect:
-                faces = _whole_image(fr.image)
-            else:
-                faces = an.detect(fr.image)
-            t0 = time.perf_counter()
-            for st in self.stages:
-                prep = getattr(st, "prepare", None)
-                if prep is not None:
-                    faces = prep(fr, faces)
-            self.clock.stage += time.perf_counter() - t0
+            flag, faces = self._detect_and_prepare(fr, None if detected is None else detected[k],
+                                                   None if want is None else want[k])
             flags.append(flag)
-            dets.append(faces if faces is not None else Faces())
+            dets.append(faces)
         todo = [np.flatnonzero(~(np.isfinite(d.age) | np.isfinite(d.p_male))) for d in dets]
-        part = an.analyze_frames([fr.image for fr in group], detections=[d[i] for d, i in zip(dets, todo)])
-        results = [p if len(i) == len(d) else _merge(d, i, p) for d, i, p in zip(dets, todo, part)]
+        part = self.analyzer.analyze_frames([fr.image for fr in group], detections=[d[i] for d, i in zip(dets, todo)])
+        results = [p if len(i) == len(d) else merge_estimates(d, i, p) for d, i, p in zip(dets, todo, part)]
         t0 = time.perf_counter()
         for i, fr in enumerate(group):
             for st in self.stages:
-                upd = getattr(st, "update", None)
-                if upd is not None:
-                    results[i] = upd(fr, results[i], flags[i])
+                results[i] = st.update(fr, results[i], flags[i])
         t1 = time.perf_counter()
         for fr, faces in zip(group, results):
             for s in sinks:
@@ -244,8 +290,14 @@ class FramePipeline:
         self.stats.frames_detected += sum(flags)
         self.stats.faces += sum(len(r) for r in results)
         self.stats.frames_read = group[-1].index + 1
+        return results
 
-    def run(self, frames: Iterable[Frame], sinks: Sequence[Any], *,
+    def process_frame(self, frame: Frame, detected: Faces | None = None, want: bool | None = None) -> Faces:
+        """One frame through the same steps as :meth:`process_group` (a group of one, no
+        sinks): what the live monitor drives frame by frame."""
+        return self.process_group([frame], (), [detected], [want])[0]
+
+    def run(self, frames: Iterable[Frame], sinks: Sequence[Sink], *,
             on_group: Callable[[Frame], None] | None = None, progress: Progress | None = None) -> RunStats:
         """Consume ``frames`` (already a reader thread's iterator, ideally) into ``sinks``.
         ``on_group(last_frame)`` runs after each group is written (the runner's checkpoint)."""

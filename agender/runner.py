@@ -29,15 +29,18 @@ Extension points (how tracking and export sinks plug in)
 --------------------------------------------------------
 ``Runner(..., stage_factories=[f], sink_factories=[g])``: each factory is called once per
 input with a :class:`JobContext` (the item, the opened source with its fps/size, the output
-folder, the options) and returns an object or ``None`` (not for this input).
+folder, the options, and for sink factories the input's stages) and returns an object or
+``None`` (not for this input).
 
-Frame stages (a tracker) are described in :mod:`agender.pipeline`.
-
-An **extra sink** (MP4/ASS/chips export, ``<name>.tracks.csv``) follows
-:class:`~agender.io.sinks.base.Sink` (``write``/``close``/``abort``); its ``.path`` (or
-``.paths``) is listed in the sidecar. For resume it may also offer ``begin(state|None) -> bool``,
-``checkpoint() -> dict`` and ``resumable = True`` (see :class:`~agender.io.sinks.table.PartialFileSink`);
-an input with any non-resumable sink or stage restarts from frame 0 instead of resuming.
+Both are contracts, not duck typing: a frame stage (the tracker) subclasses
+:class:`~agender.pipeline.FrameStage`, an extra sink (MP4/ASS/chips export,
+``<name>.tracks.csv``) subclasses :class:`~agender.io.sinks.base.Sink`; every hook has a no-op
+default and the runner calls each of them, never probing. Its :attr:`~agender.io.sinks.base.Sink.paths`
+are listed in the sidecar. For resume a sink sets ``resumable`` and implements ``begin(state)``
+and ``checkpoint()`` (see :class:`~agender.io.sinks.table.PartialFileSink`); a stage sets
+``resumable`` and implements ``state_dict()``/``load_state_dict()``, which the runner stores in
+the checkpoint itself. An input with any non-resumable sink or stage restarts from frame 0
+instead of resuming.
 """
 from __future__ import annotations
 
@@ -54,10 +57,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-import numpy as np
-
 from agender import __version__
-from agender.errors import AgenderError, OutputBusy, OutputError, SourceError
+from agender.errors import AgenderError, OutputBusy, OutputError, SourceError, one_line
 from agender.inputs import InputItem
 from agender.io.outlock import OutputLock
 from agender.io.sinks.base import remove_quietly
@@ -65,8 +66,8 @@ from agender.io.sinks.csv_sink import CsvSink
 from agender.io.sinks.jsonl_sink import JsonlSink
 from agender.io.sinks.sidecar import read_sidecar, write_sidecar
 from agender.io.sources import CameraSource, Frame, ImageSource, ThreadedReader, VideoSource, parse_camera
-# re-exported: FramePipeline & co. lived here first
-from agender.pipeline import Clock, FramePipeline, NoProgress, Progress, RunStats, TimedSource  # noqa: F401
+from agender.io.sinks.base import Sink
+from agender.pipeline import FramePipeline, FrameStage, NoProgress, Progress, RunStats
 
 log = logging.getLogger("agender.runner")
 
@@ -107,16 +108,19 @@ class InputResult:
 
 @dataclass
 class JobContext:
-    """What stage and sink factories get for one input."""
+    """What stage and sink factories get for one input. ``stages``: this input's frame
+    stages, filled in before the sink factories run (a sink may report on a stage, as the
+    people table does on the tracker's re-identification)."""
 
     item: InputItem
     source: Any  # VideoSource | ImageSource | CameraSource (fps, frame_count, width, height)
     outdir: Path
     options: RunOptions
+    stages: list[FrameStage] = field(default_factory=list)
 
 
-StageFactory = Callable[[JobContext], Any]
-SinkFactory = Callable[[JobContext], Any]
+StageFactory = Callable[[JobContext], "FrameStage | None"]
+SinkFactory = Callable[[JobContext], "Sink | None"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -219,12 +223,68 @@ def remove_stale_temps(paths: Iterable[Path]) -> None:
             remove_quietly(q)
 
 
-def _sink_paths(sink) -> list[Path]:
-    if hasattr(sink, "paths"):
-        return [Path(p) for p in sink.paths]
-    if getattr(sink, "path", None):
-        return [Path(sink.path)]
-    return []
+@dataclass
+class _Job:
+    """One opened input on its way through :meth:`Runner._run_opened`: what it runs and where
+    it resumes from."""
+
+    item: InputItem
+    source: Any
+    stages: list[FrameStage]
+    sinks: list[Sink]
+    ckpt_path: Path
+    failed_files: list[tuple[str, str]]
+    desc: dict[str, Any]
+    fp: str = ""
+    resumed: bool = False
+    start_index: int = 0
+    base: RunStats = field(default_factory=RunStats)  # counters of the interrupted run(s)
+
+    @property
+    def can_resume(self) -> bool:
+        """Every sink and stage can continue mid-input (a live source never resumes)."""
+        return (not self.item.is_live and all(s.resumable for s in self.sinks)
+                and all(st.resumable for st in self.stages))
+
+    def resume_from(self, ck: dict, o: RunOptions) -> None:
+        """Start the source where checkpoint ``ck`` stopped and carry its counters on."""
+        self.resumed = True
+        self.start_index = int(ck["next_index"])
+        self.base = RunStats(frames_read=int(ck["frames_read"]), frames_analysed=int(ck["frames_analysed"]),
+                             frames_detected=int(ck.get("frames_detected", 0)), faces=int(ck["faces"]),
+                             wall_s=float(ck.get("wall_s", 0.0)))
+        self.failed_files[:0] = [tuple(x) for x in ck.get("failed_files", [])]
+        self.source.skip_to = self.start_index
+        if o.max_frames is not None and hasattr(self.source, "max_frames"):
+            self.source.max_frames = max(0, o.max_frames - self.base.frames_analysed)
+        log.info("%s: resuming at frame %d (%d frames already analysed)", self.item.spec, self.start_index,
+                 self.base.frames_analysed)
+
+
+class _CheckpointWriter:
+    """``on_group`` of a resumable run: at most every ``every_s`` seconds, every sink makes
+    its data durable and every stage hands over its state; they go atomically, with the next
+    frame index and the counters, into the input's ``.resume.json``."""
+
+    def __init__(self, job: _Job, pipe: FramePipeline, every_s: float):
+        self.job, self.pipe, self.every_s = job, pipe, every_s
+        self.t_start = time.perf_counter()
+        self.last = time.monotonic()
+
+    def __call__(self, last: Frame) -> None:
+        job = self.job
+        if not job.can_resume or time.monotonic() - self.last < self.every_s:
+            return
+        st, base = self.pipe.stats, job.base
+        write_sidecar(job.ckpt_path, {
+            "fingerprint": job.fp, "run": job.desc, "input": job.item.spec, "next_index": last.index + 1,
+            "frames_read": st.frames_read, "frames_analysed": base.frames_analysed + st.frames_analysed,
+            "frames_detected": base.frames_detected + st.frames_detected, "faces": base.faces + st.faces,
+            "wall_s": base.wall_s + (time.perf_counter() - self.t_start),
+            "failed_files": job.failed_files, "sinks": [s.checkpoint() for s in job.sinks],
+            "stages": [stage.state_dict() for stage in job.stages],
+        })
+        self.last = time.monotonic()
 
 
 class Runner:
@@ -275,14 +335,13 @@ class Runner:
         return bool(rec and rec.get("complete") and self.table_path(item).is_file())
 
     # -- settings fingerprint ------------------------------------------------------------
-    def describe_run(self, item: InputItem, stages: Sequence[Any]) -> dict[str, Any]:
+    def describe_run(self, item: InputItem, stages: Sequence[FrameStage]) -> dict[str, Any]:
         """Everything that changes the rows of ``item``, JSON-able: the input's identity
         (:func:`input_identity`), models, run options, frame stages, agender's version."""
         o = self.options
         models = dict(self.analyzer.describe())
         models.pop("device", None)
-        models["conf"] = getattr(self.analyzer, "conf", None)
-        models["batch_size"] = getattr(self.analyzer, "batch_size", None)
+        models["conf"], models["batch_size"] = self.analyzer.conf, self.analyzer.batch_size
         return json.loads(json.dumps({
             "input": input_identity(item),
             "models": models,
@@ -290,11 +349,11 @@ class Runner:
                                                   "group_frames", "extra_columns")
                         # an image set has no time and no frame limit: those options do not change it
                         if not (item.kind == "images" and k in ("fps", "max_frames", "start_s", "end_s"))},
-            "stages": {getattr(s, "name", type(s).__name__): getattr(s, "fingerprint", "") for s in stages},
+            "stages": {s.name: s.fingerprint for s in stages},
             "version": __version__,
         }, default=str))
 
-    def fingerprint(self, item: InputItem, stages: Sequence[Any], desc: dict | None = None) -> str:
+    def fingerprint(self, item: InputItem, stages: Sequence[FrameStage], desc: dict | None = None) -> str:
         desc = self.describe_run(item, stages) if desc is None else desc
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -329,17 +388,17 @@ class Runner:
         finally:
             lock.release()
 
-    def _run_stages_and_sinks(self, ctx: JobContext, key: str) -> tuple[list[Any], list[Any]]:
-        stages = [s for s in (f(ctx) for f in self.stage_factories) if s is not None]
+    def _run_stages_and_sinks(self, ctx: JobContext, key: str) -> tuple[list[FrameStage], list[Sink]]:
+        """This input's stages (made first: sink factories see them in ``ctx.stages``), then the
+        table sink and the extra sinks."""
+        ctx.stages = [s for s in (f(ctx) for f in self.stage_factories) if s is not None]
         extra_sinks = [s for s in (f(ctx) for f in self.sink_factories) if s is not None]
-        o = self.options
+        o, stages = self.options, ctx.stages
         columns = list(o.extra_columns)  # + the columns this input's stages fill (the tracker's, on videos)
-        columns += [c for st in stages for c in getattr(st, "columns", ()) if c not in columns]
-        table = self.table_path(ctx.item)
-        table_sink = FORMATS[o.format](table, key=key, extra_columns=columns)
-        for st in stages:  # a stage that revises a column at the end (re-identification's person_id)
-            if hasattr(st, "finalize_table") and "person_id" in columns:
-                table_sink.finalize = (lambda path, st=st, fmt=o.format: st.finalize_table(path, fmt))
+        columns += [c for st in stages for c in st.columns if c not in columns]
+        table_sink = FORMATS[o.format](self.table_path(ctx.item), key=key, extra_columns=columns)
+        if stages:  # a stage may revise a column at the end (re-identification's person_id)
+            table_sink.finalize = lambda path, fmt=o.format: [st.finalize_table(path, fmt) for st in stages]
         return stages, [table_sink, *extra_sinks]
 
     def _finished(self, item: InputItem, rec: dict) -> tuple[str, str]:
@@ -367,7 +426,7 @@ class Runner:
             else:
                 what = f"was made with other settings ({'; '.join(describe_changes(old, desc)[:4])})"
             return "refuse", f"{item.spec}: {table} {what}; not replaced: use --overwrite to redo it"
-        wanted = [p for s in sinks for p in _sink_paths(s)]
+        wanted = [p for s in sinks for p in s.paths]
         listed = set(rec.get("outputs") or [])
         missing = [p.name for p in wanted if p.name not in listed or not p.is_file()]
         if missing:
@@ -407,90 +466,69 @@ class Runner:
 
     def _run_opened(self, item, source, table: Path, sidecar: Path, ckpt_path: Path,
                     failed_files: list[tuple[str, str]]) -> InputResult:
-        o = self.options
-        ctx = JobContext(item=item, source=source, outdir=self.outdir, options=o)
-        key = "file" if item.kind == "images" else "frame"
+        ctx = JobContext(item=item, source=source, outdir=self.outdir, options=self.options)
         try:
-            stages, sinks = self._run_stages_and_sinks(ctx, key)
+            stages, sinks = self._run_stages_and_sinks(ctx, "file" if item.kind == "images" else "frame")
         except AgenderError as exc:
             return InputResult(item, "failed", f"{item.spec}: {exc}")
+        remove_stale_temps([sidecar, ckpt_path, *(p for s in sinks for p in s.paths)])
+        job = _Job(item, source, stages, sinks, ckpt_path, failed_files, desc=self.describe_run(item, stages))
+        job.fp = self.fingerprint(item, stages, job.desc)
+        try:
+            self._negotiate_resume(job)
+        except (OutputError, OSError) as exc:
+            return self._fail(item, sinks, ckpt_path, _error_line(item, exc), failed_files)
+        pipe, reader, error = self._analyse(job)
+        error = error or self._nothing_analysed(job, pipe)
+        if error and not item.is_live:
+            return self._fail(item, sinks, ckpt_path, error, failed_files)
+        return self._finish(job, pipe, reader, sidecar, error)
 
-        remove_stale_temps([sidecar, ckpt_path, *(p for s in sinks for p in _sink_paths(s))])
-        live = item.is_live
-        can_resume = (not live and all(getattr(s, "resumable", False) and hasattr(s, "checkpoint") for s in sinks)
-                      and all(getattr(st, "resumable", False) for st in stages))
-        desc = self.describe_run(item, stages)
-        fp = self.fingerprint(item, stages, desc)
-        ck = None if (o.overwrite or not can_resume) else read_sidecar(ckpt_path)
-        if ck is not None and (ck.get("fingerprint") != fp or len(ck.get("sinks", [])) != len(sinks)):
+    def _negotiate_resume(self, job: "_Job") -> None:
+        """Find this input's checkpoint and continue every sink and stage from it, or start
+        them all afresh (no checkpoint, other settings, a changed input, a lost partial)."""
+        item, sinks, ckpt_path, o = job.item, job.sinks, job.ckpt_path, self.options
+        ck = None if (o.overwrite or not job.can_resume) else read_sidecar(ckpt_path)
+        if ck is not None and (ck.get("fingerprint") != job.fp or len(ck.get("sinks", [])) != len(sinks)
+                               or len(ck.get("stages", [])) != len(job.stages)):
             old = ck.get("run")
-            if isinstance(old, dict) and old.get("input") != desc["input"]:
+            if isinstance(old, dict) and old.get("input") != job.desc["input"]:
                 log.info("%s: the input changed since the interrupted run (%s); starting over from frame 0",
-                         item.spec, _input_change(old, desc, item.spec))
+                         item.spec, _input_change(old, job.desc, item.spec))
             else:
                 log.info("%s: settings changed since the interrupted run; starting over", item.spec)
             ck = None
-        resumed = False
-        try:
-            if ck is not None:
-                resumed = all(getattr(s, "begin")(st) for s, st in zip(sinks, ck["sinks"]))
-                if not resumed:
-                    log.info("%s: partial output of the interrupted run is gone; starting over", item.spec)
-                    for s in sinks:
-                        s.abort() if hasattr(s, "abort") else None
-            if not resumed:
-                ck = None
-                if ckpt_path.exists() or ckpt_path.is_symlink():
-                    with_output(ckpt_path, ckpt_path.unlink)
-                for s in sinks:
-                    if hasattr(s, "begin"):
-                        s.begin(None)
-        except (OutputError, OSError) as exc:
-            return self._fail(item, sinks, ckpt_path, _error_line(item, exc), failed_files)
-
-        pipe = FramePipeline(self.analyzer, stages=stages, group_frames=o.group_frames, no_detect=o.no_detect)
-        base = RunStats()
-        start_index = 0
         if ck is not None:
-            start_index = int(ck["next_index"])
-            base = RunStats(frames_read=int(ck["frames_read"]), frames_analysed=int(ck["frames_analysed"]),
-                            frames_detected=int(ck.get("frames_detected", 0)), faces=int(ck["faces"]),
-                            wall_s=float(ck.get("wall_s", 0.0)))
-            failed_files[:0] = [tuple(x) for x in ck.get("failed_files", [])]
-            source.skip_to = start_index
-            if o.max_frames is not None and hasattr(source, "max_frames"):
-                source.max_frames = max(0, o.max_frames - base.frames_analysed)
-            log.info("%s: resuming at frame %d (%d frames already analysed)", item.spec, start_index,
-                     base.frames_analysed)
-
-        last_ck = [time.monotonic()]
-
-        def checkpoint(last: Frame) -> None:
-            if not can_resume or time.monotonic() - last_ck[0] < o.checkpoint_s:
+            if all(s.begin(st) for s, st in zip(sinks, ck["sinks"])):
+                for stage, state in zip(job.stages, ck["stages"]):
+                    stage.load_state_dict(state)
+                job.resume_from(ck, self.options)
                 return
-            st = pipe.stats
-            write_sidecar(ckpt_path, {
-                "fingerprint": fp, "run": desc, "input": item.spec, "next_index": last.index + 1,
-                "frames_read": st.frames_read, "frames_analysed": base.frames_analysed + st.frames_analysed,
-                "frames_detected": base.frames_detected + st.frames_detected, "faces": base.faces + st.faces,
-                "wall_s": base.wall_s + (time.perf_counter() - t_run),
-                "failed_files": failed_files, "sinks": [s.checkpoint() for s in sinks],
-            })
-            last_ck[0] = time.monotonic()
+            log.info("%s: partial output of the interrupted run is gone; starting over", item.spec)
+            for s in sinks:
+                s.abort()
+        if ckpt_path.exists() or ckpt_path.is_symlink():
+            with_output(ckpt_path, ckpt_path.unlink)
+        for s in sinks:
+            s.begin(None)
 
-        reader = ThreadedReader(TimedSource(source, pipe.clock, pipe.reader_prepare), maxsize=o.queue_frames, latest_only=live)
-        self.progress.start(item.name, _expected_frames(source, o, start_index) if item.kind != "camera" else o.max_frames)
-        t_run = time.perf_counter()
-        frames: Iterable[Frame] = reader
-        if item.kind == "camera":
-            frames = _bounded_live(reader, o)
+    def _analyse(self, job: "_Job") -> tuple[FramePipeline, ThreadedReader, str]:
+        """Run the frames through the pipeline into the sinks, checkpointing between groups.
+        Returns the pipeline (its stats), the reader (its drop count) and an error line."""
+        item, o = job.item, self.options
+        pipe = FramePipeline(self.analyzer, stages=job.stages, group_frames=o.group_frames, no_detect=o.no_detect)
+        reader = pipe.read(job.source, maxsize=o.queue_frames, latest_only=item.is_live)
+        total = _expected_frames(job.source, o, job.start_index) if item.kind != "camera" else o.max_frames
+        self.progress.start(item.name, total)
+        writer = _CheckpointWriter(job, pipe, o.checkpoint_s)
+        frames: Iterable[Frame] = _bounded_live(reader, o) if item.kind == "camera" else reader
         error = ""
         try:
-            pipe.run(frames, sinks, on_group=checkpoint, progress=self.progress)
+            pipe.run(frames, job.sinks, on_group=writer, progress=self.progress)
         except KeyboardInterrupt:
-            if not live:  # keep the partial and the last checkpoint (taken between groups) for a resume
-                for s in sinks:
-                    getattr(s, "suspend", lambda: None)()
+            if not item.is_live:  # keep the partial and the last checkpoint (taken between groups) for a resume
+                for s in job.sinks:
+                    s.suspend()
                 raise
             log.info("%s: stopped by the user", item.spec)
         except Exception as exc:  # noqa: BLE001 - a decoder/model/disk failure on one input must not end the batch
@@ -499,19 +537,29 @@ class Runner:
         finally:
             reader.close()
             self.progress.finish()
-            for st in stages:
-                getattr(st, "close", lambda: None)()
+            for st in job.stages:
+                st.close()
+        return pipe, reader, error
 
-        analysed = base.frames_analysed + pipe.stats.frames_analysed
-        if not error and analysed == 0 and item.kind in ("video", "stream"):
+    def _nothing_analysed(self, job: "_Job", pipe: FramePipeline) -> str:
+        """Why an input gave no frame at all (past its end, undecodable, unreadable images)."""
+        item, source, o = job.item, job.source, self.options
+        if job.base.frames_analysed + pipe.stats.frames_analysed:
+            return ""
+        if item.kind in ("video", "stream"):
             dur = (source.frame_count or 0) / source.fps if source.fps else 0
-            error = (f"{item.spec}: --start {o.start_s:g} s is past the end of the video ({dur:.1f} s)"
-                     if dur and o.start_s >= dur else f"{item.spec}: no frame could be decoded")
-        if not error and analysed == 0 and item.kind == "images":
-            error = failed_files[0][1] if len(failed_files) == 1 else f"none of {len(item.paths)} images could be read"
-        if error and not live:
-            return self._fail(item, sinks, ckpt_path, error, failed_files)
+            return (f"{item.spec}: --start {o.start_s:g} s is past the end of the video ({dur:.1f} s)"
+                    if dur and o.start_s >= dur else f"{item.spec}: no frame could be decoded")
+        if item.kind == "images":
+            ff = job.failed_files
+            return ff[0][1] if len(ff) == 1 else f"none of {len(item.paths)} images could be read"
+        return ""
 
+    def _finish(self, job: "_Job", pipe: FramePipeline, reader: ThreadedReader, sidecar: Path,
+                error: str) -> InputResult:
+        """Close every sink (moving its output into place), then write the sidecar that
+        vouches for them; a failure here leaves nothing that looks finished."""
+        item, sinks, base = job.item, job.sinks, job.base
         stats = RunStats(
             frames_read=pipe.stats.frames_read or base.frames_read,
             frames_analysed=base.frames_analysed + pipe.stats.frames_analysed,
@@ -520,8 +568,9 @@ class Runner:
             wall_s=base.wall_s + pipe.stats.wall_s,
             ms_per_frame=pipe.ms_per_frame(),
         )
-        outputs = [p for s in sinks for p in _sink_paths(s)]
-        closed: list[Any] = []
+        outputs = [p for s in sinks for p in s.paths]
+        resumed_from = job.start_index if job.resumed else None
+        closed: list[Sink] = []
         try:
             # the old record must not vouch for outputs about to be replaced, should this fail
             if sidecar.exists():
@@ -529,32 +578,30 @@ class Runner:
             for s in sinks:
                 s.close()
                 closed.append(s)
-            rec = self._record(item, source, stats, outputs, start_index if ck else None, failed_files, reader, error)
-            rec["fingerprint"], rec["run"] = fp, desc
+            rec = self._record(item, job.source, stats, outputs, resumed_from, job.failed_files, reader, error)
+            rec["fingerprint"], rec["run"] = job.fp, job.desc
             for s in sinks:  # e.g. the people summary (agender.io.sinks.people)
-                if hasattr(s, "sidecar_fields"):
-                    rec.update(s.sidecar_fields())
+                rec.update(s.sidecar_fields())
             write_sidecar(sidecar, rec)
         except Exception as exc:  # noqa: BLE001 - e.g. the disk filled up while finishing
             log.debug("%s failed", item.spec, exc_info=True)
             for s in closed:  # complete, but with no sidecar saying so: not left looking finished
-                for p in _sink_paths(s):
+                for p in s.paths:
                     remove_quietly(p)
-            return self._fail(item, [s for s in sinks if s not in closed], ckpt_path, _error_line(item, exc),
-                              failed_files)
-        if ckpt_path.exists():
-            remove_quietly(ckpt_path)
-        status = "failed" if error else "done"
-        return InputResult(item, status, error, outputs=[*outputs, sidecar], stats=stats,
-                           resumed_from=start_index if ck else None, failed_files=failed_files)
+            return self._fail(item, [s for s in sinks if s not in closed], job.ckpt_path, _error_line(item, exc),
+                              job.failed_files)
+        if job.ckpt_path.exists():
+            remove_quietly(job.ckpt_path)
+        return InputResult(item, "failed" if error else "done", error, outputs=[*outputs, sidecar], stats=stats,
+                           resumed_from=resumed_from, failed_files=job.failed_files)
 
     @staticmethod
-    def _fail(item: InputItem, sinks: Sequence[Any], ckpt_path: Path, error: str,
+    def _fail(item: InputItem, sinks: Sequence[Sink], ckpt_path: Path, error: str,
               failed_files: list[tuple[str, str]]) -> InputResult:
         """Discard this input's partial outputs and checkpoint; the one-line error."""
         for s in sinks:
             try:
-                getattr(s, "abort", lambda: None)()
+                s.abort()
             except Exception:  # noqa: BLE001 - cleaning up must not hide the error
                 log.debug("%s: abort failed", item.spec, exc_info=True)
         remove_quietly(ckpt_path)
@@ -575,9 +622,9 @@ class Runner:
             "faces": stats.faces,
             "wall_s": round(stats.wall_s, 3),
             "fps": round(stats.fps, 2),
-            "device": getattr(an, "device_used", "CPU"),
-            "detector": None if self.options.no_detect else getattr(getattr(an, "detector", None), "name", None),
-            "estimator": getattr(getattr(an, "estimator", None), "name", None),
+            "device": an.device_used,
+            "detector": None if self.options.no_detect or an.detector is None else an.detector.name,
+            "estimator": an.estimator.name,
             "models": model_files(an),
             "settings": {**an.describe(), **{k: v for k, v in asdict(self.options).items()
                                             if k not in ("overwrite", "checkpoint_s", "queue_frames")}},
@@ -614,8 +661,7 @@ def _error_line(item: InputItem, exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, OSError) and exc.filename:
         return f"{item.spec}: {exc.filename}: {exc.strerror or exc}"
-    first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-    return f"{item.spec}: {type(exc).__name__}: {first}".rstrip(": ")
+    return f"{item.spec}: {one_line(exc, last=True)}"
 
 
 def _bounded_live(frames: Iterable[Frame], o: RunOptions) -> Iterator[Frame]:
@@ -632,46 +678,8 @@ def _bounded_live(frames: Iterable[Frame], o: RunOptions) -> Iterator[Frame]:
         yield fr
 
 
-def _paths_in(obj: Any, depth: int = 3) -> list[Path]:
-    """Model files an object holds: ``model_files``, Path attributes, sessions' ``.model``
-    (searched a few attributes deep, so new detectors/estimators need no registration)."""
-    listed = getattr(obj, "model_files", None)
-    if listed:
-        return [Path(p) for p in listed]
-    out: list[Path] = []
-    attrs = getattr(obj, "__dict__", None)
-    if not isinstance(attrs, dict) or depth <= 0:
-        return out
-    for name, v in attrs.items():
-        if isinstance(v, Path):
-            out.append(v)
-        elif isinstance(v, str) and name in ("model", "path") and Path(v).suffix:
-            out.append(Path(v))
-        elif isinstance(v, (list, tuple)):
-            for x in v[:8]:
-                out += _paths_in(x, depth - 1)
-        elif not isinstance(v, (np.ndarray, str, bytes, int, float, dict)) and v is not None:
-            out += _paths_in(v, depth - 1)
-    return out
-
-
 def model_files(analyzer) -> list[dict[str, str]]:
-    """The model files in use with their sha256: what the store resolved, plus the files the
-    detector/estimator hold themselves (e.g. weights inside a pip package, OpenCV cascades)."""
+    """The analyzer's model files (:meth:`~agender.analyzer.Analyzer.model_files`) with their sha256."""
     from agender.models.store import sha256_file
 
-    paths: list[Path] = list(getattr(getattr(analyzer, "models", None), "resolved", {}).values())
-    for part in (getattr(analyzer, "detector", None), getattr(analyzer, "estimator", None)):
-        if part is not None:
-            paths += _paths_in(part)
-    out, seen = [], set()
-    for p in paths:
-        try:
-            key = str(p.resolve())
-            if key in seen or not p.is_file():
-                continue
-        except OSError:
-            continue
-        seen.add(key)
-        out.append({"file": str(p), "sha256": sha256_file(p)})
-    return out
+    return [{"file": str(p), "sha256": sha256_file(p)} for p in analyzer.model_files()]

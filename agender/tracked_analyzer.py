@@ -21,20 +21,20 @@ frames of the current batch.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import numpy as np
 
 from agender.faces import Faces
 from agender.io.sinks.table import TRACK_COLUMNS
+from agender.pipeline import FramePipeline, FrameStage
 from agender.shots import ShotCutDetector, SimilarFrameFilter
 from agender.tracking import Tracker
 
 KINDS = ("detect", "track", "skip")
 
 
-class TrackingStage:
+class TrackingStage(FrameStage):
     """Tracking, frame skipping and shot cuts for one video (see the module docstring).
 
     ``fps``: rate of the frames this stage sees; ``detect_every``: detect on every Nth of them;
@@ -44,10 +44,10 @@ class TrackingStage:
     reset tracks at shot cuts; ``between``: how boxes move between detections
     (:data:`agender.tracking.BETWEEN_MODES`).
 
-    Also a resumable *sink* (``begin``/``checkpoint``/``write``/``close``): the runner stores
-    :meth:`checkpoint` (the JSON state of the tracker, cut detector and skip filter) with its
-    resume point and hands it back to :meth:`begin`, so a resumed run continues the same tracks
-    with the same ids and writes the same rows. OpenCV trackers cannot be saved, so with
+    Resumable: the runner stores :meth:`state_dict` (the JSON state of the tracker, cut
+    detector and skip filter) with its resume point and hands it back to
+    :meth:`load_state_dict`, so a resumed run continues the same tracks with the same ids and
+    writes the same rows. OpenCV trackers cannot be saved, so with
     ``detect_every > 1`` and ``between`` an OpenCV tracker the stage says it is not
     :attr:`resumable` (the runner then redoes the input from its start); ``between="kalman"``
     or ``"hold"`` resume exactly.
@@ -71,6 +71,7 @@ class TrackingStage:
         self._since_detect: int | None = None  # frames since the last detection (None: detect next)
         self._last = Faces()
         self.kinds: dict[int, str] = {}
+        self.last_kind = ""  # the kind of the last frame :meth:`should_detect` saw
         self._due: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.shot_starts: list[int] = []  # frame indices where a cut was found
         self.counts = dict.fromkeys(KINDS, 0)
@@ -103,10 +104,6 @@ class TrackingStage:
                 + ("" if self.reid is None else
                    f",reid={self.reid.assigner.threshold},privacy={self.reid.privacy}"))
 
-    @property
-    def last_faces(self) -> Faces:
-        return self._last
-
     # -- the frame-stage protocol -------------------------------------------------------------
     def should_detect(self, frame, want: bool | None = None) -> bool:
         """Decide this frame's kind (cut → detect; similar → skip; else detect every N).
@@ -135,6 +132,7 @@ class TrackingStage:
             else:
                 kind, self._since_detect = "track", self._since_detect + 1
         self.kinds[int(frame.index)] = kind
+        self.last_kind = kind
         self.counts[kind] += 1
         return kind == "detect"
 
@@ -173,9 +171,6 @@ class TrackingStage:
         self._last = out
         return out
 
-    def close(self) -> None:
-        pass
-
     # -- people (re-identification) -------------------------------------------------------------
     def person_map(self) -> dict[int, int]:
         """face_id → person_id at the end of the run (empty without re-identification)."""
@@ -189,30 +184,13 @@ class TrackingStage:
         if self.reid is not None:
             rewrite_person_ids(partial, fmt, self.person_map())
 
-    # -- the resumable-sink protocol (state only; writes nothing) -------------------------------
-    def begin(self, state: dict | None = None) -> bool:
-        if state is not None:
-            self.load_state_dict(state)
-        return True
-
-    def write(self, frame, faces: Faces) -> None:
-        pass
-
-    def checkpoint(self) -> dict:
-        return self.state_dict()
-
-    def abort(self) -> None:
-        pass
-
-    def suspend(self) -> None:
-        pass
-
+    # -- resume -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"tracker": self.tracker.state_dict(),
                 "cuts": None if self.cuts is None else self.cuts.state_dict(),
                 "similar": self.similar.state_dict(), "since_detect": self._since_detect,
                 "shot_starts": list(self.shot_starts), "counts": dict(self.counts),
-                "last": _faces_out(self._last),
+                "last": self._last.to_state(),
                 "reid": None if self.reid is None else self.reid.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -223,7 +201,7 @@ class TrackingStage:
         self._since_detect = state["since_detect"]
         self.shot_starts = [int(v) for v in state["shot_starts"]]
         self.counts = {k: int(state["counts"].get(k, 0)) for k in KINDS}
-        self._last = _faces_in(state["last"])
+        self._last = Faces.from_state(state["last"])
         if self.reid is not None and state.get("reid") is not None:
             self.reid.load_state_dict(state["reid"])
 
@@ -238,9 +216,17 @@ class TrackedAnalyzer:
 
     def __init__(self, analyzer, fps: float = 25.0, **stage_options):
         self.analyzer = analyzer
-        self.stage = TrackingStage(fps, **stage_options)
+        self.pipeline = FramePipeline(analyzer, stages=[TrackingStage(fps, **stage_options)], group_frames=1,
+                                      detect_ahead=False)
         self.last_kind = ""
-        self.sync_detect_s = 0.0  # detector seconds spent inside the last process() call
+
+    @property
+    def stage(self) -> TrackingStage:
+        return self.pipeline.stages[0]
+
+    @stage.setter
+    def stage(self, stage: TrackingStage) -> None:
+        self.pipeline.stages = [stage]
 
     @property
     def tracker(self) -> Tracker:
@@ -258,47 +244,11 @@ class TrackedAnalyzer:
         """``frame``: an :class:`~agender.io.sources.Frame` (``index``, ``time_s``, ``image``).
         ``detected``: this frame's detections made ahead (used if the stage detects on it);
         ``want``: whether detection was scheduled for it (see :meth:`TrackingStage.should_detect`)."""
-        st, an = self.stage, self.analyzer
-        detect = st.should_detect(frame, want)
-        self.last_kind = st.kinds[int(frame.index)]
-        self.sync_detect_s = 0.0
-        if detect and detected is None:  # not detected ahead (a cut on a frame between detections)
-            t0 = time.perf_counter()
-            detected = an.detect(frame.image, small=frame.small)
-            self.sync_detect_s = time.perf_counter() - t0
-        faces = st.prepare(frame, detected if detect else None)
-        todo = np.flatnonzero(~(np.isfinite(faces.age) | np.isfinite(faces.p_male)))
-        if len(todo):
-            t0 = time.perf_counter()
-            crops, lms = an.crops(frame.image, faces[todo])
-            an.times.crop += time.perf_counter() - t0
-            est = an.estimate(crops, lms)
-            age, p, std = faces.age.copy(), faces.p_male.copy(), faces.age_std.copy()
-            age[todo], p[todo], std[todo] = est.age, est.p_male, est.age_std
-            labels = list(faces.age_label)
-            if est.age_label is not None:
-                for k, i in enumerate(todo):
-                    labels[i] = est.age_label[k]
-            faces = replace(faces, age=age, p_male=p, age_std=std, age_label=labels)
-            an.times.faces += len(todo)
-        an.times.frames += 1
-        return st.update(frame, faces, detect)
+        faces = self.pipeline.process_frame(frame, detected, want)
+        self.last_kind = self.stage.last_kind
+        return faces
 
-
-def _faces_out(f: Faces) -> dict:
-    nan = lambda a: [None if v != v else float(v) for v in np.asarray(a, np.float64).ravel()]  # noqa: E731
-    return {"xyxy": nan(f.xyxy), "det_conf": nan(f.det_conf), "age": nan(f.age), "age_std": nan(f.age_std),
-            "p_male": nan(f.p_male), "track_id": [int(v) for v in f.track_id], "track_conf": nan(f.track_conf),
-            "age_avg": nan(f.age_avg), "p_male_avg": nan(f.p_male_avg), "age_label": list(f.age_label),
-            "landmarks": None if f.landmarks is None else nan(f.landmarks),
-            "person_id": [int(v) for v in f.person_id]}
-
-
-def _faces_in(d: dict) -> Faces:
-    arr = lambda k: np.array([np.nan if v is None else v for v in d[k]], np.float32)  # noqa: E731
-    n = len(d["track_id"])
-    return Faces(xyxy=arr("xyxy").reshape(n, 4), det_conf=arr("det_conf"), age=arr("age"), age_std=arr("age_std"),
-                 p_male=arr("p_male"), track_id=d["track_id"], track_conf=arr("track_conf"), age_avg=arr("age_avg"),
-                 p_male_avg=arr("p_male_avg"), age_label=list(d["age_label"]),
-                 landmarks=None if d["landmarks"] is None else arr("landmarks").reshape(n, -1, 2),
-                 person_id=d.get("person_id"))
+    @property
+    def sync_detect_s(self) -> float:
+        """Detector seconds spent inside the last :meth:`process` call (not detected ahead)."""
+        return self.pipeline.sync_detect_s

@@ -18,12 +18,13 @@ a shot cut: a face in the next shot is someone else even when the boxes overlap)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import cv2
 import numpy as np
 
-from agender.faces import Faces
+from agender.faces import Faces, gender_of
+from agender.imageops import box_iou, clip_boxes
 
 BETWEEN_MODES = ("kcf", "csrt", "mil", "kalman", "hold")
 _OCV = {"kcf": "TrackerKCF_create", "csrt": "TrackerCSRT_create", "mil": "TrackerMIL_create"}
@@ -51,14 +52,6 @@ def face_quality(image: np.ndarray, xyxy, det_conf: float = float("nan")) -> tup
     return float(max(conf, 0.0) * min(size, 1.0) * sharp / (sharp + 100.0)), sharp
 
 
-def box_iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 @dataclass
 class TrackSummary:
     """What a track amounts to (one row of ``<name>.tracks.csv``)."""
@@ -78,8 +71,6 @@ class TrackSummary:
     spread_w: float = 0.0
     best_quality: float = -1.0
     best_frame: int = -1
-    best_s: float = float("nan")
-    best_xyxy: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
     def add_estimate(self, age: float, p_male: float, weight: float, spread: float = float("nan")) -> None:
         w = max(float(weight), 1e-3)  # a blurry estimate still counts a little
@@ -117,8 +108,10 @@ class TrackSummary:
 
     @property
     def gender(self) -> str:
-        p = self.p_male_mean
-        return "" if p != p else ("male" if p >= 0.5 else "female")
+        return gender_of(self.p_male_mean)
+
+
+_SUMMARY_FIELDS = frozenset(f.name for f in fields(TrackSummary))  # a checkpoint may hold retired ones
 
 
 @dataclass
@@ -179,13 +172,6 @@ class Tracker:
     def summaries(self) -> list[TrackSummary]:
         return sorted(self._summary.values(), key=lambda s: s.face_id)
 
-    def summary(self, face_id: int) -> TrackSummary | None:
-        return self._summary.get(int(face_id))
-
-    @property
-    def active_ids(self) -> list[int]:
-        return sorted(self._live)
-
     # -- resume checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict:
         """JSON-able state: ids, summaries, live tracks and ByteTrack's Kalman tracklets.
@@ -206,13 +192,11 @@ class Tracker:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        from trackers.core.bytetrack.kalman_box_tracker import ByteTrackKalmanBoxTracker
-
         self._next_id = int(state["next_id"])
         self._summary = {}
         for d in state["summary"]:
-            d = dict(d, best_xyxy=tuple(d["best_xyxy"]))
-            self._summary[int(d["face_id"])] = TrackSummary(**{k: (float("nan") if v is None else v) for k, v in d.items()})
+            known = {k: (float("nan") if v is None else v) for k, v in d.items() if k in _SUMMARY_FIELDS}
+            self._summary[int(d["face_id"])] = TrackSummary(**known)
         self._live = {}
         for k, v in state["live"].items():
             lm = v["landmarks"]
@@ -221,25 +205,38 @@ class Tracker:
                                        steps_since_estimate=int(v["steps_since_estimate"]),
                                        est_quality=float(v["est_quality"]),
                                        steps_since_detect=int(v["steps_since_detect"]))
-        self._bt = self._new_bytetrack()
-        for d in state["bytetrack"]:
-            t = ByteTrackKalmanBoxTracker(np.asarray(d["state"][:4], np.float32))
+        self._bt = self._restored_bytetrack(state["bytetrack"])
+
+    def _restored_bytetrack(self, tracklets: list[dict]):
+        """A ByteTrack holding ``tracklets`` (:meth:`state_dict`'s Kalman states), through the
+        library's public API only: a fresh tracker spawns one tracklet per box it is shown
+        (every box starts a track here), and each is then given its saved state."""
+        import supervision as sv
+
+        bt = self._new_bytetrack()
+        if not tracklets:
+            return bt
+        boxes = np.array([d["state"][:4] for d in tracklets], np.float32).reshape(-1, 4)
+        bt.update(sv.Detections(xyxy=boxes, confidence=np.ones(len(boxes), np.float32),
+                                class_id=np.zeros(len(boxes), int)))
+        if len(bt.tracks) != len(tracklets):
+            raise ValueError(f"ByteTrack spawned {len(bt.tracks)} tracklets for {len(tracklets)} saved ones")
+        for t, d in zip(bt.tracks, tracklets):
             t.state = np.asarray(d["state"], np.float32).reshape(8, 1)
             t.P = np.asarray(d["P"], np.float32).reshape(8, 8)
             t.tracker_id, t.number_of_successful_updates, t.time_since_update = d["tracker_id"], d["hits"], d["since_update"]
-            self._bt.tracks.append(t)
+        return bt
 
     # -- detection frames --------------------------------------------------------------------
     def associate(self, image: np.ndarray, dets: Faces) -> Faces:
         """Give each detected face a track id (new tracks get new ids); returns ``dets`` with
         ``track_id`` and ``track_conf`` (IoU between the box the track predicted and the
         detection; NaN on a track's first frame)."""
-        import supervision as sv
-
         n = len(dets)
-        conf = np.nan_to_num(dets.det_conf.astype(np.float32), nan=1.0)
-        sv_dets = sv.Detections(xyxy=dets.xyxy.astype(np.float32).reshape(-1, 4), confidence=conf,
-                                class_id=np.zeros(n, int), data={"i": np.arange(n)})
+        sv_dets = dets.to_sv()
+        sv_dets.confidence = np.nan_to_num(sv_dets.confidence, nan=1.0)  # a box without a score: sure
+        # ByteTrack answers in its own order; the faces keep the detector's (the CSV's face column)
+        sv_dets.data["row"] = np.arange(n)
         for t in self._bt.tracks:  # where a box was followed since the last detection, the
             st = self._live.get(int(t.tracker_id))  # Kalman predicts from there, not from its stale state
             if st is not None and st.followed:
@@ -252,9 +249,10 @@ class Tracker:
         by_id = {int(t.tracker_id): t for t in self._bt.tracks}
         ids = np.full(n, -1, np.int64)
         tconf = np.full(n, np.nan, np.float32)
-        rows = out.data.get("i", np.zeros(0, int)) if len(out) else np.zeros(0, int)
+        tracked = Faces.from_sv(out) if len(out) else Faces()
+        rows = out.data["row"] if len(out) else np.zeros(0, int)
         for k, i in enumerate(rows):
-            tid = int(out.tracker_id[k]) if out.tracker_id is not None else -1
+            tid = int(tracked.track_id[k])
             box = dets.xyxy[i]
             if tid < 0:  # spawned this frame: its state is exactly the detection box
                 match = [t for t in spawned if np.allclose(t.state[:4, 0], box, atol=1e-3)]
@@ -342,7 +340,7 @@ class Tracker:
             elif self.between == "kalman" and tid in bt:
                 t = bt[tid]
                 new = (t.state[:4, 0] + t.state[4:, 0] * min(st.steps_since_detect / max(self.detect_every, 1), 1.0)).astype(np.float32)
-            new = _clip_box(new, image.shape)
+            new = clip_boxes(new, image.shape)[0]
             if st.landmarks is not None:
                 st.landmarks = _move_points(st.landmarks, st.box, new)
             st.box = new
@@ -398,10 +396,7 @@ class Tracker:
         age_avg = np.full(len(faces), np.nan, np.float32)
         p_avg = np.full(len(faces), np.nan, np.float32)
         std_avg = np.full(len(faces), np.nan, np.float32)
-        for i, tid in enumerate(faces.track_id):
-            tid = int(tid)
-            if tid < 0:
-                continue
+        for i, tid in faces.tracked():
             s = self._summary.get(tid)
             if s is None:
                 s = self._summary[tid] = TrackSummary(tid, index, time_s, index, time_s)
@@ -411,19 +406,10 @@ class Tracker:
             if estimated[i]:
                 s.add_estimate(float(age[i]), float(p[i]), q, float(std[i]))
             if q > s.best_quality:
-                s.best_quality, s.best_frame, s.best_s = q, index, time_s
-                s.best_xyxy = tuple(float(v) for v in faces.xyxy[i])
+                s.best_quality, s.best_frame = q, index
             age_avg[i], p_avg[i], std_avg[i] = s.age_mean, s.p_male_mean, s.spread_mean
         return replace(faces, age=age, p_male=p, age_std=std, age_avg=age_avg, p_male_avg=p_avg,
                        age_std_avg=std_avg)
-
-
-def _clip_box(b: np.ndarray, shape) -> np.ndarray:
-    h, w = shape[:2]
-    b = np.asarray(b, np.float32).copy()
-    b[[0, 2]] = np.clip(b[[0, 2]], 0, w)
-    b[[1, 3]] = np.clip(b[[1, 3]], 0, h)
-    return b
 
 
 def _move_points(pts: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agender.runner import FramePipeline  # noqa: E402
+from agender.pipeline import FramePipeline  # noqa: E402
 from agender.tracked_analyzer import TrackingStage  # noqa: E402
 
 SHARED = Path(os.environ.get("AGENDER_SHARED", REPO.parent / "shared")).resolve()
@@ -28,15 +28,9 @@ TV = SHARED / "data" / "videos" / "tv_scene_720p.mp4"
 
 
 def load_frames(path: Path = TV, count: int = 240, start: int = 0) -> list:
-    from agender.io.sources import VideoSource
+    from agender.io.sources import read_frames
 
-    src = VideoSource(str(path), max_frames=count)
-    if start:
-        src.seek(start)
-    try:
-        return list(src)
-    finally:
-        src.close()
+    return read_frames(path, start, count)
 
 
 def run_once(analyzer, frames: list, fps: float, detect_every: int, between: str = "kcf") -> dict:

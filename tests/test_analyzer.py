@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import supervision as sv
 import pytest
 
 from agender.analyzer import Analyzer
@@ -36,11 +37,8 @@ def _tv_frame(index: int) -> np.ndarray:
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+    """IoU matrix of boxes a (N, 4) and b (M, 4)."""
+    return sv.box_iou_batch(np.asarray(a, np.float64), np.asarray(b, np.float64))
 
 
 @pytest.fixture(scope="module")

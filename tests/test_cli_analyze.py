@@ -21,6 +21,8 @@ import pytest
 from _servers import file_server
 from agender.cli.main import main
 from agender.faces import Faces
+from agender.io.sinks.base import Sink
+from agender.pipeline import FrameStage
 from conftest import FACES_DEV, PHOTOS, VIDEOS
 
 CLASSROOM = VIDEOS / "classroom_270p.mp4"  # 45 frames @ 12 fps, many small faces
@@ -221,7 +223,7 @@ def test_sigkill_mid_video_then_rerun_gives_exactly_the_uninterrupted_rows(tmp_p
 
 
 # -------------------------------------------------------------------- runner plug-in points
-class EveryOtherFrameTracker:
+class EveryOtherFrameTracker(FrameStage):
     """A stand-in tracking stage: detects on even frames only and carries their boxes to the
     odd frames (which the estimator then scores), numbers faces, pre-fills an estimate for
     every face but the first (so the estimator must skip those), and writes a smoothed P(male)."""
@@ -233,7 +235,7 @@ class EveryOtherFrameTracker:
         self.boxes = None
         self.updates = []
 
-    def should_detect(self, frame):
+    def should_detect(self, frame, want=None):
         return frame.index % 2 == 0
 
     def prepare(self, frame, faces):
@@ -251,7 +253,7 @@ class EveryOtherFrameTracker:
         return faces
 
 
-class CollectingSink:
+class CollectingSink(Sink):
     def __init__(self, path):
         self.path = path
         self.frames: list[int] = []
@@ -263,9 +265,6 @@ class CollectingSink:
     def close(self):
         self.closed = True
         Path(self.path).write_text(",".join(map(str, self.frames)))
-
-    def abort(self):
-        pass
 
 
 def test_runner_stage_can_skip_detection_and_fill_track_columns_and_extra_sinks_see_every_frame(tmp_path):

@@ -9,6 +9,7 @@ import sys
 
 import cv2
 import numpy as np
+import supervision as sv
 import pytest
 
 from agender.detectors import create_detector
@@ -55,11 +56,7 @@ def detectors():
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix of boxes a (N, 4) and b (M, 4)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+    return sv.box_iou_batch(np.asarray(a, np.float64), np.asarray(b, np.float64))
 
 
 @pytest.mark.parametrize("photo", list(BY_EYE))

@@ -4,12 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 from agender.analyzer import Analyzer
-from agender.io.sources import ThreadedReader, VideoSource
-from agender.pipeline import FramePipeline, TimedSource
+from agender.io.sinks.base import Sink
+from agender.io.sources import VideoSource
+from agender.pipeline import FramePipeline
 from conftest import VIDEOS
 
 
-class _Collect:
+class _Collect(Sink):
     def __init__(self):
         self.rows = []
 
@@ -21,7 +22,7 @@ def _run(detect_ahead: bool):
     an = Analyzer(detector="yunet", estimator="cydral", device="cpu")
     pipe = FramePipeline(an, detect_ahead=detect_ahead, group_frames=4)
     src = VideoSource(str(VIDEOS / "walking_and_pause_270p.mp4"), max_frames=16)
-    reader = ThreadedReader(TimedSource(src, pipe.clock, pipe.reader_prepare), maxsize=4)
+    reader = pipe.read(src, maxsize=4)
     sink = _Collect()
     try:
         pipe.run(reader, [sink])

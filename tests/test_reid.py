@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from agender.reid import DEFAULT_THRESHOLD, FaceEmbedder, PeopleAssigner, ReidStage, distance, model_paths
+from _fakes import whole_and_resumed
 from conftest import MODELS, VIDEOS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,40 +151,15 @@ def test_person_ids_are_rewritten_from_the_final_map(tmp_path):
     assert j.read_text() == '{"frame": 0, "face_id": 3, "person_id": 2}\n{"frame": 0, "face_id": 9, "person_id": null}\n'
 
 
-class _StopAfter:
-    def __init__(self, n: int):
-        self.n, self.seen = n, 0
-
-    def start(self, name, total):
-        pass
-
-    def advance(self, frames, faces):
-        self.seen += frames
-        if self.seen >= self.n:
-            raise KeyboardInterrupt
-
-    def finish(self):
-        pass
 
 
 def test_interrupted_run_resumes_to_the_same_people_and_person_ids(analyzer, tmp_path):
     from agender.exports import TrackOptions
-    from agender.inputs import expand_inputs
-    from agender.runner import RunOptions, Runner
+    from agender.runner import RunOptions
 
-    track = TrackOptions()
     # frames 0-119 of the clip hold two shots with 5 tracks; checkpoints after every group
     opts = RunOptions(max_frames=120, checkpoint_s=0.0, group_frames=8)
-
-    def runner(out, progress=None):
-        return Runner(analyzer, out, opts, stage_factories=[track.stage_factory()],
-                      sink_factories=track.sink_factories(), progress=progress)
-
-    items = expand_inputs([str(TV)])
-    assert runner(tmp_path / "a").run(items)[0].status == "done"
-    with pytest.raises(KeyboardInterrupt):
-        runner(tmp_path / "b", _StopAfter(60)).run(items)
-    res = runner(tmp_path / "b").run(items)[0]
+    res = whole_and_resumed(analyzer, tmp_path, TrackOptions(), opts, str(TV), stop_after=60)
     assert res.status == "done" and 0 < res.resumed_from <= 60
     for name in ("tv_scene_720p.csv", "tv_scene_720p.people.csv", "tv_scene_720p.tracks.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

@@ -13,14 +13,16 @@ import collections
 import json
 
 import numpy as np
+import supervision as sv
 import pytest
 
 from agender.analyzer import Analyzer
 from agender.faces import Faces
-from agender.io.sources import Frame, VideoSource
+from agender.io.sources import Frame, read_frames
 from agender.shots import ShotCutDetector, SimilarFrameFilter
 from agender.tracked_analyzer import TrackedAnalyzer, TrackingStage
 from agender.tracking import Tracker
+from _fakes import whole_and_resumed
 from conftest import MODELS, VIDEOS
 
 TV = VIDEOS / "tv_scene_720p.mp4"
@@ -31,13 +33,7 @@ PEOPLE_PER_SHOT = {0: (4, 6), 118: (1, 1), 146: (1, 1), 176: (1, 1), 210: (1, 1)
 
 
 def _frames(path, start: int = 0, count: int | None = None) -> list[Frame]:
-    src = VideoSource(str(path), max_frames=count)
-    if start:
-        src.seek(start)
-    try:
-        return list(src)
-    finally:
-        src.close()
+    return read_frames(path, start, count)
 
 
 @pytest.fixture(scope="module")
@@ -208,9 +204,9 @@ def test_tracking_resumes_from_a_json_checkpoint_with_the_same_ids_and_means(ana
     ta.stage = first
     for fr in tv_frames[:60]:
         ta.process(fr)
-    state = json.loads(json.dumps(first.checkpoint()))
+    state = json.loads(json.dumps(first.state_dict()))
     resumed = TrackedAnalyzer(analyzer, fps=23.976)
-    assert resumed.stage.begin(state)
+    resumed.stage.load_state_dict(state)
     for fr in tv_frames[60:130]:
         got = resumed.process(fr)
         ref = full[fr.index]
@@ -249,48 +245,19 @@ def test_walking_clip_has_one_track_per_person(analyzer):
 
 
 def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+    return float(sv.box_iou_batch(np.asarray([a], np.float64), np.asarray([b], np.float64))[0, 0])
 
 
-class _StopAfter:
-    """A progress hook that presses Ctrl-C after ``n`` frames (the runner keeps its checkpoint)."""
-
-    def __init__(self, n: int):
-        self.n, self.seen = n, 0
-
-    def start(self, name, total):
-        pass
-
-    def advance(self, frames, faces):
-        self.seen += frames
-        if self.seen >= self.n:
-            raise KeyboardInterrupt
-
-    def finish(self):
-        pass
 
 
 @pytest.mark.parametrize("between", ["kalman", "hold"])
 def test_interrupted_tracked_run_resumes_to_the_same_table_and_tracks_file(analyzer, tmp_path, between):
     from agender.exports import TrackOptions
-    from agender.inputs import expand_inputs
-    from agender.runner import RunOptions, Runner
+    from agender.runner import RunOptions
 
-    track = TrackOptions(detect_every=3, between=between)
     opts = RunOptions(max_frames=72, checkpoint_s=0.0, group_frames=8)
-
-    def runner(out, progress=None):
-        return Runner(analyzer, out, opts, stage_factories=[track.stage_factory()],
-                      sink_factories=track.sink_factories(), progress=progress)
-
-    items = expand_inputs([str(TV)])
-    assert runner(tmp_path / "a").run(items)[0].status == "done"
-    with pytest.raises(KeyboardInterrupt):
-        runner(tmp_path / "b", _StopAfter(40)).run(items)
-    res = runner(tmp_path / "b").run(items)[0]
+    res = whole_and_resumed(analyzer, tmp_path, TrackOptions(detect_every=3, between=between), opts, str(TV),
+                            stop_after=40)
     assert res.status == "done" and 0 < res.resumed_from <= 40
     for name in ("tv_scene_720p.csv", "tv_scene_720p.tracks.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

@@ -71,7 +71,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 class Plugins:
     stage_factories: list[Any] = field(default_factory=list)
     sink_factories: list[Any] = field(default_factory=list)
-    extra_columns: list[str] = field(default_factory=list)
     track: Any = None  # the TrackOptions (tracking on or off)
 
 
@@ -147,7 +146,7 @@ def plugins_for(args: argparse.Namespace) -> Plugins:
 # ------------------------------------------------------------------------------------------
 def _progress(args):
     from agender.cli.progress import LogProgress, TqdmProgress
-    from agender.runner import NoProgress
+    from agender.pipeline import NoProgress
 
     if args.quiet:
         return NoProgress()
@@ -178,8 +177,7 @@ def _analyze(args: argparse.Namespace, items) -> int:
     plugins = plugins_for(args)
     opts = RunOptions(fps=args.fps, max_frames=args.max_frames, start_s=args.start, end_s=args.end,
                       no_detect=args.no_detect, format=args.format, overwrite=args.overwrite,
-                      group_frames=args.group_frames, timeout_s=args.timeout, checkpoint_s=args.checkpoint_every,
-                      extra_columns=tuple(plugins.extra_columns))
+                      group_frames=args.group_frames, timeout_s=args.timeout, checkpoint_s=args.checkpoint_every)
     try:
         args.outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -195,8 +193,9 @@ def _analyze(args: argparse.Namespace, items) -> int:
             raise
         except Exception as exc:  # noqa: BLE001 - ClusterError and whatever Ray raises: one line
             from agender.cluster import ClusterError
+            from agender.errors import one_line
 
-            msg = str(exc) if isinstance(exc, ClusterError) else f"cluster: {type(exc).__name__}: {exc}".splitlines()[0]
+            msg = str(exc) if isinstance(exc, ClusterError) else f"cluster: {one_line(exc)}"
             print(f"agender: error: {msg}", file=sys.stderr)
             return 1
     else:

@@ -32,7 +32,9 @@ def offline_threads() -> Iterator[None]:
     """
     import cv2
 
-    half = max(1, _physical_cores() // 2)
+    from agender.devices import physical_cores
+
+    half = max(1, physical_cores() // 2)
     old_env, old_cv = os.environ.get("AGENDER_THREADS"), cv2.getNumThreads()
     if old_env is None:
         os.environ["AGENDER_THREADS"] = str(half)
@@ -45,13 +47,6 @@ def offline_threads() -> Iterator[None]:
             os.environ.pop("AGENDER_THREADS", None)
 
 
-def _physical_cores() -> int:
-    try:
-        import psutil
-
-        return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
-    except Exception:  # psutil missing or odd platform
-        return max(1, os.cpu_count() or 1)
 
 
 def _number(text: str, kind: type, ok, rule: str):
@@ -151,8 +146,10 @@ def add_model_options(p: argparse.ArgumentParser, *, detect: bool = True) -> Non
                        help="detect on a copy whose long side is at most PX (default: the detector's own, "
                             "YuNet 480, others 640)")
         g.add_argument("--conf", type=unit_float, default=None, help="detector confidence threshold (0..1)")
-        g.add_argument("--min-face", type=positive_int, default=10, metavar="PX",
-                       help="ignore faces smaller than PX in the full frame (default 10)")
+        from agender.analyzer import DEFAULT_MIN_FACE
+
+        g.add_argument("--min-face", type=positive_int, default=DEFAULT_MIN_FACE, metavar="PX",
+                       help=f"ignore faces smaller than PX in the full frame (default {DEFAULT_MIN_FACE})")
     g.add_argument("--padding", type=non_negative_float, default=None,
                    help="crop padding per side as a fraction of the box (default: the estimator's own)")
     g.add_argument("--batch-size", type=positive_int, default=32, help="faces per estimator call (default 32)")
@@ -160,7 +157,7 @@ def add_model_options(p: argparse.ArgumentParser, *, detect: bool = True) -> Non
 
 def build_analyzer(args: argparse.Namespace, *, no_detect: bool = False):
     """The Analyzer the options describe (loads the models: may raise ModelError)."""
-    from agender.analyzer import Analyzer
+    from agender.analyzer import DEFAULT_MIN_FACE, Analyzer
 
     return Analyzer(
         detector=None if no_detect else getattr(args, "detector", "auto"),
@@ -169,7 +166,7 @@ def build_analyzer(args: argparse.Namespace, *, no_detect: bool = False):
         models=args.models,
         detect_width=getattr(args, "detect_width", None) or "auto",
         conf=getattr(args, "conf", None),
-        min_face=getattr(args, "min_face", 20),
+        min_face=getattr(args, "min_face", DEFAULT_MIN_FACE),
         padding=args.padding,
         batch_size=args.batch_size,
     )

@@ -23,13 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        try:
-            mod = importlib.import_module(f"agender.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"agender.cli.{name}":
-                continue  # subcommand not built yet
-            raise
-        mod.add_parser(sub)
+        importlib.import_module(f"agender.cli.{name}").add_parser(sub)
     for sp in sub.choices.values():
         _accept_verbose(sp)
     return p

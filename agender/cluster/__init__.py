@@ -21,7 +21,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from agender.errors import AgenderError
+from agender.errors import AgenderError, one_line
 
 ENV_FOR_WORKERS = ("AGENDER_MODELS", "AGENDER_CACHE", "PYTHONPATH", "OPENCV_LOG_LEVEL")
 
@@ -99,7 +99,7 @@ def connect(address: str, *, model_args: dict, workers: int | None = None,
     try:
         ray.init(**init)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, grpc errors: one line
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = one_line(exc, named=False)
         raise ClusterError(f"cannot reach the Ray cluster at {target or address} ({msg})") from None
     try:
         res = ray.cluster_resources()

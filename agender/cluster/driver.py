@@ -26,8 +26,10 @@ from agender.inputs import InputItem
 from agender.io.outlock import OutputLock
 from agender.io.sinks.base import atomic_write_bytes, remove_quietly, writing
 from agender.io.sinks.sidecar import read_sidecar, write_sidecar
+from agender.io.sinks.table import FACE_COLUMNS, VIDEO_KEY
 from agender.io.sources import VideoSource
-from agender.runner import InputResult, JobContext, RunStats, Runner, _sink_paths, remove_stale_temps
+from agender.pipeline import RunStats
+from agender.runner import InputResult, JobContext, Runner, remove_stale_temps
 
 log = logging.getLogger("agender.cluster")
 
@@ -117,40 +119,21 @@ class ClusterRunner:
             stages, sinks = r._run_stages_and_sinks(ctx, "frame")
         finally:
             src.close()
-        extra = [p for s in sinks[1:] for p in _sink_paths(s)]
+        extra = [p for s in sinks[1:] for p in s.paths]
         if any(not p.name.endswith((".tracks.csv", ".tracks.jsonl")) for p in extra):
             raise AgenderError("--export-mp4/--export-ass/--export-chips are not available with --cluster yet")
         desc = r.describe_run(item, stages)
         fp = r.fingerprint(item, stages, desc)
-        fps = video["fps"]
-        idx = analysed_indices(video["frame_count"] or 0, fps, start_s=o.start_s, end_s=o.end_s, rate=o.fps,
-                               max_frames=o.max_frames)
         tracked = bool(stages)
-        overlap = int(round(self.overlap_s * (min(fps, o.fps) if o.fps else fps))) if tracked else 0
-        segs = plan_segments(idx, keyframes(item.spec, fps), segments=self._segment_count(len(idx), fps),
-                             group_frames=o.group_frames, overlap=overlap, open_end=o.max_frames is None)
-        seg_dicts = [s.to_dict() for s in segs]
-        for a, b in zip(seg_dicts, seg_dicts[1:]):
-            a["next_warm"] = b["warm"] if tracked else None
+        idx, segs, seg_dicts = self._plan(item, video, tracked)
         pfp = plan_fingerprint(fp, segs)
-        segdir = r.outdir / f".{item.name}.cluster"
-        plan_file = segdir / "plan.json"
-        old = read_sidecar(plan_file)
-        if old is None or old.get("plan") != pfp or o.overwrite:
-            if segdir.exists():
-                shutil.rmtree(segdir, ignore_errors=True)
-            segdir.mkdir(parents=True, exist_ok=True)
-            write_sidecar(plan_file, {"plan": pfp, "input": item.spec, "segments": seg_dicts})
-        else:
-            for q in segdir.glob(".seg-*.partial"):  # a killed worker's half-written part
-                remove_quietly(q)
+        segdir = self._plan_dir(item, pfp, seg_dicts)
         remove_stale_temps([table, sidecar, *extra])
         columns = sinks[0].columns
         tracks_path = extra[0] if tracked and extra else None
         job = _Job(item=item, lock=lock, segdir=segdir, spec={
             "name": item.name, "spec": os.path.abspath(item.spec), "segdir": str(segdir.resolve()), "format": o.format, "plan": pfp,
-            "columns": [c for c in columns if c not in ("frame", "time_s", "face", "x1", "y1", "x2", "y2", "det_conf",
-                                                        "age", "age_std", "gender", "p_male")],
+            "columns": [c for c in columns if c not in (*VIDEO_KEY, *FACE_COLUMNS)],
             "first_frame": idx[0] if idx else 0,
             "options": {k: v for k, v in asdict(o).items() if k != "extra_columns"},
             "track": self.track if tracked else None,
@@ -166,6 +149,37 @@ class ClusterRunner:
         if job.metas:
             log.info("%s: resuming: %d of %d segments already done", item.spec, len(job.metas), len(seg_dicts))
         return job
+
+    def _plan(self, item: InputItem, video: dict, tracked: bool) -> tuple[list[int], list, list[dict]]:
+        """The frames to analyse and their segments (cut at keyframes; overlapping when
+        tracked, so tracks can be stitched across the cuts)."""
+        o = self.runner.options
+        fps = video["fps"]
+        idx = analysed_indices(video["frame_count"] or 0, fps, start_s=o.start_s, end_s=o.end_s, rate=o.fps,
+                               max_frames=o.max_frames)
+        overlap = int(round(self.overlap_s * (min(fps, o.fps) if o.fps else fps))) if tracked else 0
+        segs = plan_segments(idx, keyframes(item.spec, fps), segments=self._segment_count(len(idx), fps),
+                             group_frames=o.group_frames, overlap=overlap, open_end=o.max_frames is None)
+        seg_dicts = [s.to_dict() for s in segs]
+        for a, b in zip(seg_dicts, seg_dicts[1:]):
+            a["next_warm"] = b["warm"] if tracked else None
+        return idx, segs, seg_dicts
+
+    def _plan_dir(self, item: InputItem, pfp: str, seg_dicts: list[dict]) -> Path:
+        """The input's segment folder: kept for the same plan (minus a killed worker's
+        half-written part), started afresh for another plan or ``overwrite``."""
+        segdir = self.runner.outdir / f".{item.name}.cluster"
+        plan_file = segdir / "plan.json"
+        old = read_sidecar(plan_file)
+        if old is None or old.get("plan") != pfp or self.runner.options.overwrite:
+            if segdir.exists():
+                shutil.rmtree(segdir, ignore_errors=True)
+            segdir.mkdir(parents=True, exist_ok=True)
+            write_sidecar(plan_file, {"plan": pfp, "input": item.spec, "segments": seg_dicts})
+        else:
+            for q in segdir.glob(".seg-*.partial"):  # a killed worker's half-written part
+                remove_quietly(q)
+        return segdir
 
     # -- the batch -----------------------------------------------------------------------
     def run(self, items: list[InputItem]) -> list[InputResult]:

@@ -16,13 +16,14 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Iterator
 
 import cv2
 
+from agender.io.sinks.base import Sink
 from agender.io.sinks.sidecar import write_sidecar
-from agender.io.sources import Frame, ThreadedReader, VideoSource
-from agender.pipeline import FramePipeline, TimedSource
+from agender.io.sources import Frame, VideoSource
+from agender.pipeline import FramePipeline, FrameStage
 
 
 def part_path(segdir: Path, index: int, fmt: str) -> Path:
@@ -81,7 +82,7 @@ class SegmentFrames:
         pass
 
 
-class _From:
+class _From(Sink):
     """Passes frames ``index >= first`` (and ``< until``) to ``sink``: overlap rows are not written."""
 
     def __init__(self, sink, first: int, until: int | None = None):
@@ -94,7 +95,7 @@ class _From:
             self.sink.write(frame, faces)
 
 
-class _Boxes:
+class _Boxes(Sink):
     """Records ``[frame, face_id, x1, y1, x2, y2]`` of the frames in ``ranges`` (the overlaps)."""
 
     def __init__(self, ranges: list[tuple[int, int | None]]):
@@ -107,6 +108,34 @@ class _Boxes:
             tid = int(faces.track_id[i])
             if tid >= 0:
                 self.rows.append([int(frame.index), tid, *(round(float(v), 1) for v in faces.xyxy[i])])
+
+
+def _segment_stages(job: dict, source, segdir: Path) -> list[FrameStage]:
+    """The tracking stage ``agender analyze`` would run on this video (none without tracking)."""
+    from agender.exports import TrackOptions
+
+    tr = job.get("track")
+    if not tr:
+        return []
+    ctx = SimpleNamespace(item=SimpleNamespace(kind="video", name=job["name"]), source=source,
+                          options=SimpleNamespace(**job["options"]), outdir=segdir, stages=[])
+    stage = TrackOptions(**tr).stage_factory()(ctx)
+    return [stage] if stage is not None else []
+
+
+def _segment_sinks(job: dict, seg: dict, table: Sink, tracked: bool):
+    """The segment's table rows (overlap frames left out) and, when tracked, its tracks and the
+    overlap boxes the driver stitches tracks with: ``(sinks, tracks, boxes)``."""
+    sinks: list[Sink] = [_From(table, seg["first"], seg["stop"])]
+    if not tracked:
+        return sinks, None, None
+    from agender.io.sinks.tracks import TracksSink
+
+    idx = seg["index"]
+    tracks = TracksSink(Path(job["segdir"]) / f".seg-{idx:04d}.tracks", stem=job["name"], format="csv")
+    tail = seg.get("next_warm")
+    boxes = _Boxes([(seg["warm"], seg["first"])] + ([(tail, seg["stop"])] if tail is not None else []))
+    return [*sinks, _From(tracks, seg["first"], seg["stop"]), boxes], tracks, boxes
 
 
 class SegmentWorker:
@@ -141,7 +170,6 @@ class SegmentWorker:
     def run(self, job: dict, seg: dict) -> dict:
         """Analyse ``seg`` of ``job`` (see :meth:`agender.cluster.driver.ClusterRunner._job`);
         returns the segment's meta record (also written to its meta file)."""
-        from agender.exports import TrackOptions
         from agender.runner import FORMATS
 
         t_start, cpu_start = time.perf_counter(), time.process_time()
@@ -152,26 +180,12 @@ class SegmentWorker:
         source = VideoSource(job["spec"], start_s=o["start_s"], end_s=o["end_s"], rate=o["fps"],
                              open_timeout_s=o["timeout_s"])
         frames = SegmentFrames(source, seg, first_global=job["first_frame"], check_length=True)
-        stages: list[Any] = []
-        tr = job.get("track")
-        if tr:
-            ctx = SimpleNamespace(item=SimpleNamespace(kind="video", name=job["name"]), source=source,
-                                  options=SimpleNamespace(**o), outdir=segdir)
-            stage = TrackOptions(**tr).stage_factory()(ctx)
-            stages = [stage] if stage is not None else []
+        stages = _segment_stages(job, source, segdir)
         table = FORMATS[fmt](part_path(segdir, idx, fmt), key="frame", extra_columns=job["columns"])
         table.header = lambda: b""  # the driver writes the header once
-        sinks: list[Any] = [_From(table, seg["first"], seg["stop"])]
-        tracks = boxes = None
-        if stages:
-            from agender.io.sinks.tracks import TracksSink
-
-            tracks = TracksSink(segdir / f".seg-{idx:04d}.tracks", stem=job["name"], format="csv")
-            tail = seg.get("next_warm")
-            boxes = _Boxes([(seg["warm"], seg["first"])] + ([(tail, seg["stop"])] if tail is not None else []))
-            sinks += [_From(tracks, seg["first"], seg["stop"]), boxes]
+        sinks, tracks, boxes = _segment_sinks(job, seg, table, tracked=bool(stages))
         pipe = FramePipeline(self.analyzer, stages=stages, group_frames=o["group_frames"], no_detect=o["no_detect"])
-        reader = ThreadedReader(TimedSource(frames, pipe.clock, pipe.reader_prepare), maxsize=o["queue_frames"])
+        reader = pipe.read(frames, maxsize=o["queue_frames"])
         def count(last: Frame) -> None:
             with self._lock:
                 self._done_frames = pipe.stats.frames_analysed

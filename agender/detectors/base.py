@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -24,6 +25,9 @@ class Detector(Protocol):
 
     name: str
     device_used: str
+    #: The files it reads (the sidecar lists them with their sha256; weights a pip package
+    #: ships or OpenCV's own cascades included, not only what the model store resolved).
+    model_files: Sequence[Path]
 
     def detect(self, image: np.ndarray) -> "Faces":
         """Faces in ``image`` (BGR uint8, HxWx3), boxes in its pixel coordinates."""

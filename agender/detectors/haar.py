@@ -33,6 +33,10 @@ class _CascadeDetector:
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
 
+    @property
+    def model_files(self) -> list[Path]:
+        return [self.path]
+
     def detect(self, image: np.ndarray) -> Faces:
         if image.size == 0:
             return Faces()

@@ -117,6 +117,7 @@ class MtcnnDetector:
         self.pnet, self.rnet, self.onet = (
             OnnxSession(folder / f"{n}.onnx", device=device, name=f"mtcnn {n}") for n in NETS
         )
+        self.model_files = [folder / f"{n}.onnx" for n in NETS]
         self.conf = float(conf)  # O-Net threshold: the score reported in det_conf
         # min_face filters the final boxes. The pyramid starts where P-Net's 12 px window
         # covers a 20 px face (as upstream does); box regression still yields faces down to

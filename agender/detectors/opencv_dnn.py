@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from agender.devices import cv2_dnn_target
-from agender.errors import ModelError
+from agender.errors import ModelError, one_line
 from agender.faces import Faces
 
 PB = "opencv_dnn/opencv_face_detector_uint8.pb"
@@ -101,10 +101,11 @@ class OpenCVDnnDetector:
             raise ModelError(f"the dnn detector has no variant {variant!r}")
         store = models or ModelStore()
         pb, pbtxt = store.resolve(PB), store.resolve(PBTXT)
+        self.model_files = [pb, pbtxt]
         try:
             self.net = cv2.dnn.readNetFromTensorflow(str(pb), str(pbtxt))
         except cv2.error as exc:
-            raise ModelError(f"cannot load {pb} with {pbtxt.name}: {str(exc).strip().splitlines()[-1]}") from None
+            raise ModelError(f"cannot load {pb} with {pbtxt.name}: {one_line(exc, last=True, named=False)}") from None
         self.device_used = cv2_dnn_target(self.net, device)
         self.conf = float(conf)
         self.min_face = int(min_face)

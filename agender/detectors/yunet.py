@@ -15,12 +15,13 @@ because the detector is the largest cost of the offline pipeline. ``backend="ope
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from agender.devices import parse_device
-from agender.errors import ModelError
+from agender.devices import cv2_dnn_backend
+from agender.errors import ModelError, one_line
 from agender.faces import Faces
 
 from .opencv_dnn import _as_bgr
@@ -32,17 +33,7 @@ MODEL = "yunet/face_detection_yunet.onnx"
 
 def _backend_target(device: str) -> tuple[int, int, str]:
     """cv2.dnn backend/target ids for ``device`` (CUDA only when OpenCV was built with it)."""
-    name, _ = parse_device(device)
-    if name in ("auto", "cuda"):
-        try:
-            if cv2.cuda.getCudaEnabledDeviceCount() > 0:
-                return cv2.dnn.DNN_BACKEND_CUDA, cv2.dnn.DNN_TARGET_CUDA, "CUDA"
-        except Exception:  # OpenCV built without CUDA
-            pass
-    if name == "cuda":
-        log.warning("OpenCV has no CUDA backend here, YuNet runs on CPU")
-        return cv2.dnn.DNN_BACKEND_OPENCV, cv2.dnn.DNN_TARGET_CPU, "CPU (OpenCV built without CUDA)"
-    return cv2.dnn.DNN_BACKEND_OPENCV, cv2.dnn.DNN_TARGET_CPU, "CPU"
+    return cv2_dnn_backend(device, "YuNet")
 
 
 class YuNetDetector:
@@ -72,6 +63,7 @@ class YuNetDetector:
             raise ModelError(f"the yunet detector has no variant {variant!r}")
         path = (models or ModelStore()).resolve(MODEL)
         self.path = path
+        self.model_files = [Path(path)]
         self.conf = float(conf)
         self.min_face = int(min_face)
         self.nms_iou = float(nms_iou)
@@ -89,7 +81,7 @@ class YuNetDetector:
                 str(path), "", (320, 320), float(conf), float(nms_iou), int(top_k), backend_id, target
             )
         except cv2.error as exc:
-            raise ModelError(f"cannot load YuNet model {path}: {str(exc).strip().splitlines()[-1]}") from None
+            raise ModelError(f"cannot load YuNet model {path}: {one_line(exc, last=True, named=False)}") from None
         self._size = (320, 320)
 
     def _rows_onnxruntime(self, image: np.ndarray) -> np.ndarray:

@@ -91,6 +91,7 @@ class AgenderEstimator:
         self.crop_padding = self.default_padding if crop_padding is None else float(crop_padding)
         self.device_used = "CPU"
         self._predictor_obj = None
+        self.model_files = [self.bundle.age.path, self.bundle.gender.path, self.bundle.shape_predictor]
         if not load_net:  # chips only (training data prep)
             return
         path = Path(model_path) if model_path else None
@@ -104,6 +105,7 @@ class AgenderEstimator:
             raise ModelError(f"agender net not found: {path or MODEL_FILE} (set ${ENV_VAR} to the ONNX file, put "
                              f"{MODEL_FILE} in --models DIR, or train one: python -m agender.train --out DIR)")
         self.model_path = path
+        self.model_files.append(path)
         self.meta = read_metadata(path)
         net_path, opt = path, "extended"
         if variant in ("", "int8"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
@@ -22,6 +23,9 @@ class Estimator(Protocol):
     device_used: str
     default_padding: float  # box padding (fraction of box size per side) the model was trained with
     wants_landmarks: bool  # True when the estimator aligns faces from 5-point landmarks
+    #: The files it reads (the sidecar lists them with their sha256): package weights and
+    #: cached conversions included, not only what the model store resolved.
+    model_files: Sequence[Path]
 
     def estimate(
         self, crops: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from agender.devices import OnnxSession
-from agender.errors import AgenderError, ModelError
+from agender.errors import AgenderError, ModelError, one_line
 from agender.faces import Estimates
 from agender.imageops import to_bgr8
 from agender.models.store import sha256_file
@@ -198,6 +198,8 @@ class CydralEstimator:
             opt_level="extended",
         )
         self.device_used = self._age.device_used
+        b = self.bundle
+        self.model_files = [b.age.path, b.gender.path, b.shape_predictor, Path(age_path), b.gender.path]
 
     def _int8_age_net(self) -> tuple[Path, str]:
         """The cached int8 age net (see :mod:`agender.estimators.cydral_int8`), used only once
@@ -212,9 +214,7 @@ class CydralEstimator:
             log.warning("cydral:int8: %s; using fp32", exc)
             return spec.path, "extended"
         except Exception as exc:  # onnxruntime.quantization missing/changed, cache not writable, ...
-            msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-            log.warning("cydral:int8: cannot quantize the age net (%s%s), using fp32",
-                        type(exc).__name__, f": {msg}" if msg else "")
+            log.warning("cydral:int8: cannot quantize the age net (%s), using fp32", one_line(exc, limit=160))
             return spec.path, "extended"
         self.name = "cydral:int8"
         # "all" on the int8 graph: it fuses QDQ into QLinearConv, 2x faster than "extended"

@@ -82,6 +82,7 @@ class LeviHassnerEstimator:
         from agender.models import ModelStore
 
         self.models = models if models is not None else ModelStore()
+        self.model_files: list[Path] = []  # filled by _load
         self._age_net = self._load("age", age_model, age_proto)
         self._gender_net = self._load("gender", gender_model, gender_proto)
         self.device_used = cv2_dnn_target(self._age_net, device)
@@ -110,6 +111,7 @@ class LeviHassnerEstimator:
 
     def _load(self, task: str, model: str | Path | None, proto: str | Path | None):
         proto_path, model_path = self._paths(task, model, proto)
+        self.model_files += [proto_path, model_path]
         try:
             net = cv2.dnn.readNetFromCaffe(str(proto_path), str(model_path))
             # A prototxt that does not match the weights (layer shapes) only fails at the first

@@ -16,6 +16,7 @@ flipped; every variant returns P(male).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import cv2
@@ -126,9 +127,11 @@ class SSRNetEstimator:
         self.spec = spec
         store = models or ModelStore()
         sessions = []
+        self.model_files: list[Path] = []  # the converted nets (the HDF5 files: the store's)
         for file in (spec.age_file, spec.gender_file):
             h5 = store.resolve(file)
             onnx_path = cached_onnx(h5, store.sha256(h5))
+            self.model_files.append(Path(onnx_path))
             sessions.append(
                 OnnxSession(onnx_path, device=device, threads=threads, name=f"{self.name} {file}", config=SESSION_CONFIG)
             )

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agender.errors import ModelError
+from agender.errors import ModelError, one_line
 from agender.io.sinks.base import atomic_write_bytes
 
 CONVERTER_VERSION = "ssrnet-onnx/2"
@@ -88,7 +88,7 @@ def read_keras_weights(path: Path | str) -> KerasWeights:
     except ModelError:
         raise
     except Exception as exc:  # h5py raises OSError/KeyError/ValueError on damaged files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = one_line(exc, named=False)
         raise ModelError(f"model file {path} is unreadable or corrupt ({reason})") from None
     return KerasWeights(path=path, layers=layers)
 
@@ -157,20 +157,8 @@ def _expect(weights: KerasWeights, ok: bool, what: str) -> None:
         raise ModelError(f"model file {weights.path} is not an SSR-Net (3,3,3) checkpoint: {what}")
 
 
-def build_ssrnet(weights: KerasWeights, kind: str | None = None, lambda_local: float = 1.0,
-                 lambda_d: float = 1.0) -> "onnx.ModelProto":  # noqa: F821
-    """The SSR-Net graph as an ONNX model with a dynamic batch dimension.
-
-    ``kind`` is ``"age"`` (V = 101) or ``"gender"`` (V = 1); by default it is read from the
-    final layer's name (``pred_a`` vs ``pred``).
-    """
-    import onnx
-    from onnx import TensorProto, helper
-
-    if kind is None:
-        kind = "age" if "pred_a" in weights.layers or "pred_age_stage1" in weights.layers else "gender"
-    scale_v = 101.0 if kind == "age" else 1.0
-
+def _checked_layers(weights: KerasWeights) -> tuple[list, list, list]:
+    """The Conv2D, BatchNormalization and Dense weights, checked to be SSR-Net (3,3,3)'s."""
     convs = weights.by_kind("conv2d")
     bns = weights.by_kind("batch_normalization")
     dense = weights.by_kind("dense")
@@ -178,13 +166,16 @@ def build_ssrnet(weights: KerasWeights, kind: str | None = None, lambda_local: f
     _expect(weights, len(bns) == 8, f"{len(bns)} BatchNormalization layers, expected 8")
     _expect(weights, len(dense) == 9, f"{len(dense)} Dense layers, expected 9")
     _expect(weights, convs[0][0].shape[:3] == (3, 3, 3), f"first kernel {convs[0][0].shape}, expected 3x3 on BGR")
+    return convs, bns, dense
 
-    g = _GraphBuilder()
-    nchw = g.op("Transpose", [INPUT_NAME], perm=[0, 3, 1, 2])
 
-    # Two streams: x = conv/BN/ReLU/avg-pool (convs 0-3), s = conv/BN/tanh/max-pool (convs 4-7).
-    # tanh is monotonic, so max-pool(tanh(v)) == tanh(max-pool(v)): pooling first computes
-    # tanh on a quarter of the values (it was the costliest non-conv op of the s stream).
+def _two_streams(g: "_GraphBuilder", nchw: str, convs: list, bns: list) -> list[tuple[str, str, int | None]]:
+    """The x and s streams; returns what each stage reads: ``(s, x, pool)`` at decreasing depth.
+
+    x = conv/BN/ReLU/avg-pool (convs 0-3), s = conv/BN/tanh/max-pool (convs 4-7). tanh is
+    monotonic, so max-pool(tanh(v)) == tanh(max-pool(v)): pooling first computes tanh on a
+    quarter of the values (it was the costliest non-conv op of the s stream).
+    """
     x, s = nchw, nchw
     x_pooled, s_pooled = [], []
     for i in range(4):
@@ -196,10 +187,13 @@ def build_ssrnet(weights: KerasWeights, kind: str | None = None, lambda_local: f
             s_pooled.append(s)
         else:
             s = g.conv_bn(s, convs[4 + i], bns[4 + i], "Tanh")
+    # stage 1 the last block (4x4), stage 2 after pool 2 (14x14 → max/avg pool 4 → 3x3),
+    # stage 3 after pool 1 (31x31 → pool 8 → 3x3)
+    return [(s, x, None), (s_pooled[1], x_pooled[1], 4), (s_pooled[0], x_pooled[0], 8)]
 
-    # Stage k reads the streams at decreasing depth: stage 1 the last block (4x4), stage 2 after
-    # pool 2 (14x14 → max/avg pool 4 → 3x3), stage 3 after pool 1 (31x31 → pool 8 → 3x3).
-    taps = [(s, x, None), (s_pooled[1], x_pooled[1], 4), (s_pooled[0], x_pooled[0], 8)]
+
+def _stages(g: "_GraphBuilder", weights: KerasWeights, taps, convs: list, dense: list) -> list[tuple]:
+    """Per stage: the bin probabilities, the local shifts, the width delta and the bin count."""
     spatial = [(4, 4), (3, 3), (3, 3)]
     stage_out = []
     for k, ((s_in, x_in, pool), (h, w)) in enumerate(zip(taps, spatial)):
@@ -218,9 +212,13 @@ def build_ssrnet(weights: KerasWeights, kind: str | None = None, lambda_local: f
         prob = g.dense(feat, pred_layer, "Relu")
         local = g.dense(feat, weights.named(f"local_delta_stage{k + 1}"), "Tanh")
         stage_out.append((prob, local, delta, pred_layer[0].shape[1]))
+    return stage_out
 
-    # Soft stagewise regression: stage k contributes sum_i (i + λ·local_i)·p_i, divided by the
-    # product over stages j ≤ k of s_j·(1 + λ_d·Δ_j); the sum of stages is scaled by V.
+
+def _soft_stagewise_regression(g: "_GraphBuilder", stage_out: list[tuple], lambda_local: float, lambda_d: float,
+                               scale_v: float) -> str:
+    """Stage k contributes sum_i (i + λ·local_i)·p_i, divided by the product over stages
+    j ≤ k of s_j·(1 + λ_d·Δ_j); the sum of stages is scaled by V."""
     denom = None
     total = None
     for prob, local, delta, n in stage_out:
@@ -233,7 +231,29 @@ def build_ssrnet(weights: KerasWeights, kind: str | None = None, lambda_local: f
         denom = width if denom is None else g.op("Mul", [denom, width])
         term = g.op("Div", [num, denom])
         total = term if total is None else g.op("Add", [total, term])
-    scaled = g.op("Mul", [total, g.const(np.float32(scale_v).reshape(1), "V")])
+    return g.op("Mul", [total, g.const(np.float32(scale_v).reshape(1), "V")])
+
+
+def build_ssrnet(weights: KerasWeights, kind: str | None = None, lambda_local: float = 1.0,
+                 lambda_d: float = 1.0) -> "onnx.ModelProto":  # noqa: F821
+    """The SSR-Net graph as an ONNX model with a dynamic batch dimension.
+
+    ``kind`` is ``"age"`` (V = 101) or ``"gender"`` (V = 1); by default it is read from the
+    final layer's name (``pred_a`` vs ``pred``).
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    if kind is None:
+        kind = "age" if "pred_a" in weights.layers or "pred_age_stage1" in weights.layers else "gender"
+    scale_v = 101.0 if kind == "age" else 1.0
+    convs, bns, dense = _checked_layers(weights)
+
+    g = _GraphBuilder()
+    nchw = g.op("Transpose", [INPUT_NAME], perm=[0, 3, 1, 2])
+    taps = _two_streams(g, nchw, convs, bns)
+    stage_out = _stages(g, weights, taps, convs, dense)
+    scaled = _soft_stagewise_regression(g, stage_out, lambda_local, lambda_d, scale_v)
     g.nodes.append(helper.make_node("Reshape", [scaled, g.const(np.array([-1], np.int64), "shape")], [OUTPUT_NAME],
                                     name="to_vector"))
 
@@ -249,11 +269,6 @@ def build_ssrnet(weights: KerasWeights, kind: str | None = None, lambda_local: f
     helper.set_model_props(model, {"agender.converter": CONVERTER_VERSION, "ssrnet.kind": kind})
     onnx.checker.check_model(model)
     return model
-
-
-def convert(h5_path: Path | str, kind: str | None = None) -> bytes:
-    """Serialized ONNX model for one SSR-Net ``.h5`` checkpoint."""
-    return build_ssrnet(read_keras_weights(h5_path), kind).SerializeToString()
 
 
 def onnx_cache_path(source_sha256: str) -> Path:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from PyQt5.QtCore import QThread, pyqtSignal
 
 from agender.errors import AgenderError, SourceError
+from agender.io.mailbox import Mailbox
 from agender.io.sources import CameraSource, Frame, is_url, open_source, parse_camera
 
 log = logging.getLogger(__name__)
@@ -35,63 +36,7 @@ class Captured:
     seq: int = 0  # 1, 2, ... in the order the capture thread handed frames over (0: a repeat)
 
 
-class FrameSlot:
-    """A small latest-wins mailbox between two threads (``capacity`` items, default one).
-
-    ``put`` never blocks: when the mailbox is full, the oldest unread item is dropped (counted
-    in :attr:`dropped`), so memory stays bounded at ``capacity`` frames whatever the speeds on
-    either side; ``get`` takes the oldest waiting item (with one slot: the newest). A capacity
-    of two absorbs one frame of jitter, so frames are dropped only when the consumer really
-    falls behind.
-    """
-
-    def __init__(self, capacity: int = 1) -> None:
-        self._cond = threading.Condition()
-        self._items: deque = deque()
-        self.capacity = max(1, int(capacity))
-        self.dropped = 0
-        self.dropped_indices: deque[int] = deque(maxlen=50)  # frame indices of the last items dropped
-        self.dropped_seqs: deque[int] = deque(maxlen=1_000_000)  # their capture sequence numbers
-
-    def put(self, item: Any) -> None:
-        with self._cond:
-            if len(self._items) >= self.capacity:
-                old = self._items.popleft()
-                self.dropped += 1
-                fr = getattr(old, "frame", None)
-                if fr is not None:
-                    self.dropped_indices.append(int(fr.index))
-                if getattr(old, "seq", 0):
-                    self.dropped_seqs.append(int(old.seq))
-            self._items.append(item)
-            self._cond.notify_all()
-
-    def get(self, timeout: float | None = None) -> Any:
-        """The oldest waiting item (taking it out), or ``None`` after ``timeout`` seconds."""
-        with self._cond:
-            if not self._items:
-                self._cond.wait(timeout)
-            return self._items.popleft() if self._items else None
-
-    def peek(self) -> Any:
-        with self._cond:
-            return self._items[-1] if self._items else None
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
-
-    def clear(self) -> None:
-        with self._cond:
-            self._items.clear()
-
-    def reset(self) -> None:
-        """Empty, and count drops afresh (a new source)."""
-        with self._cond:
-            self._items.clear()
-            self.dropped = 0
-            self.dropped_indices.clear()
-            self.dropped_seqs.clear()
+FrameSlot = Mailbox  # the GUI's name for the one newest-wins mailbox (agender.io.mailbox)
 
 
 class RateMeter:
@@ -170,6 +115,43 @@ def list_cameras(max_index: int = 4, opener: Callable[[int], Any] = CameraSource
     return found
 
 
+@dataclass
+class _Pacer:
+    """When each frame of a file is due at its own frame rate: anchored at the first frame
+    after a start, seek or rewind (not before the previous frame's slot, so a loop keeps its
+    rhythm), and re-anchored when playback falls behind."""
+
+    fps: float
+    t_ref: float | None = None
+    idx_ref: int | None = None
+    t_next: float = 0.0  # when the next frame is due (keeps the rhythm across a loop's rewind)
+
+    def due(self, index: int, now: float) -> float:
+        if self.t_ref is None or self.idx_ref is None or index < self.idx_ref:
+            self.t_ref, self.idx_ref = max(now, self.t_next), index
+        due = self.t_ref + (index - self.idx_ref) / self.fps
+        self.t_next = due + 1.0 / self.fps
+        return due
+
+    def anchor(self, index: int, now: float) -> None:
+        self.t_ref, self.idx_ref, self.t_next = now, index, now + 1.0 / self.fps
+
+
+@dataclass
+class _Playback:
+    """Where :meth:`CaptureThread._play` stands in its source."""
+
+    it: Any
+    pacer: _Pacer
+    read: int = 0  # frames read since the last rewind
+    at_end: bool = False
+
+    def rewound(self, it, keep_end: bool = False) -> None:
+        self.it, self.pacer.t_ref, self.read = it, None, 0
+        if not keep_end:
+            self.at_end = False
+
+
 class CaptureThread(QThread):
     """Reads ``spec`` into ``slot``; controllable from the UI thread (pause, step, seek, loop).
 
@@ -210,7 +192,6 @@ class CaptureThread(QThread):
         self._loop = loop
         self._paused = False
         self._step = False
-        self._refresh = False
         self._seek_to: int | None = None
         self._stop = threading.Event()
         self._wake = threading.Condition()
@@ -254,11 +235,6 @@ class CaptureThread(QThread):
     def step(self) -> None:
         """Show the next frame while paused."""
         self._step = True
-        self._poke()
-
-    def refresh(self) -> None:
-        """Hand the last frame to the worker again (paused: after a model or view change)."""
-        self._refresh = True
         self._poke()
 
     def seek(self, index: int) -> None:
@@ -330,6 +306,8 @@ class CaptureThread(QThread):
             self.truncated.emit(n, int(declared))
 
     def _play(self, src) -> None:
+        """Read ``src`` into the slot until stopped: seeks, pause/step, the end (loop, or
+        wait), and a file's own frame rate when ``realtime``."""
         live = bool(getattr(src, "is_live", False))
         fps = float(getattr(src, "fps", 0.0) or 0.0)
         can_seek = hasattr(src, "seek")
@@ -337,70 +315,77 @@ class CaptureThread(QThread):
             t_give_up = time.monotonic() + 60.0
             while not self.ready.is_set() and not self._stop.is_set() and time.monotonic() < t_give_up:
                 self.ready.wait(0.05)
-        it = iter(src)
-        t_ref = idx_ref = None
-        t_next = 0.0  # when the next frame is due (keeps the rhythm across a loop's rewind)
-        read_since_rewind = 0
-        at_end = False
+        st = _Playback(iter(src), _Pacer(fps))
         while not self._stop.is_set():
             seek_to, self._seek_to = self._seek_to, None
             if seek_to is not None and can_seek:
                 src.seek(seek_to)
-                it, t_ref, at_end, read_since_rewind = iter(src), None, False, 0
+                st.rewound(iter(src))
                 self.generation += 1
                 self._step = self._step or self._paused  # show where we landed
-            if self._refresh:
-                self._refresh = False
-                if self._last is not None:
-                    self.slot.put(Captured(self._last, time.monotonic(), self.generation))
-            want = (not self._paused and not at_end) or self._step
+            want = (not self._paused and not st.at_end) or self._step
             if not want and not live:
                 self._sleep(0.1)
                 continue
             try:
-                fr = next(it)
+                fr = next(st.it)
             except StopIteration:
-                if live or (self.reconnect and not self._loop):
-                    raise SourceError(f"{self.spec}: stream ended") from None
-                self._check_length(src, read_since_rewind)
-                if self._loop and can_seek and read_since_rewind:
-                    src.seek(0)
-                    it, t_ref, read_since_rewind = iter(src), None, 0
-                    self.generation += 1
-                    continue
-                if not at_end:
-                    at_end = True
-                    self.ended.emit()
-                self._step = False
-                self._sleep(0.1)
+                self._reached_end(src, st, live, can_seek)
                 continue
-            read_since_rewind += 1
+            st.read += 1
             if live and not want:
                 continue  # paused camera: keep draining the driver's buffer, show nothing new
             self._step = False
             now = time.monotonic()
             if self.realtime and not live and fps > 0:
-                if t_ref is None or idx_ref is None or fr.index < idx_ref:
-                    t_ref, idx_ref = max(now, t_next), fr.index
-                due = t_ref + (fr.index - idx_ref) / fps
-                t_next = due + 1.0 / fps
-                if due - now > 0:
-                    self._sleep(due - now)
-                    if self._stop.is_set():
-                        return
-                    if self._seek_to is not None:
-                        continue  # the user moved the slider while we waited: drop this frame
-                elif now - due > 2.0 / fps:  # fell behind (slow decode, busy CPU): re-anchor, don't sprint
-                    t_ref, idx_ref, t_next = now, fr.index, now + 1.0 / fps
+                verdict = self._wait_until_due(st.pacer, fr, now)
+                if verdict == "stop":
+                    return
+                if verdict == "drop":
+                    continue
                 now = time.monotonic()
-            self.meter.tick(now)
-            self.frames_read += 1
-            if self.t_first is None:
-                self.t_first = now
-            self.t_last = now
-            self._last = fr
-            self.backoff.reset()
-            self.slot.put(Captured(fr, now, self.generation, self.frames_read))
-            if now - self._last_pos_emit > 0.05 or self._paused:
-                self._last_pos_emit = now
-                self.position.emit(fr.index)
+            self._publish(fr, now)
+
+    def _reached_end(self, src, st: "_Playback", live: bool, can_seek: bool) -> None:
+        """The source ran out: a stream ended (an error), a loop rewinds, a file waits at its end."""
+        if live or (self.reconnect and not self._loop):
+            raise SourceError(f"{self.spec}: stream ended") from None
+        self._check_length(src, st.read)
+        if self._loop and can_seek and st.read:
+            src.seek(0)
+            st.rewound(iter(src), keep_end=True)
+            self.generation += 1
+            return
+        if not st.at_end:
+            st.at_end = True
+            self.ended.emit()
+        self._step = False
+        self._sleep(0.1)
+
+    def _wait_until_due(self, pacer: "_Pacer", fr: Frame, now: float) -> str:
+        """Sleep until ``fr`` is due at the file's frame rate. ``"stop"``: the thread was
+        stopped meanwhile; ``"drop"``: the user seeked meanwhile; ``""``: show it."""
+        due = pacer.due(fr.index, now)
+        if due - now > 0:
+            self._sleep(due - now)
+            if self._stop.is_set():
+                return "stop"
+            if self._seek_to is not None:
+                return "drop"  # the user moved the slider while we waited
+        elif now - due > 2.0 / pacer.fps:  # fell behind (slow decode, busy CPU): re-anchor, don't sprint
+            pacer.anchor(fr.index, now)
+        return ""
+
+    def _publish(self, fr: Frame, now: float) -> None:
+        """Hand ``fr`` to the worker (newest wins) and tell the window where playback is."""
+        self.meter.tick(now)
+        self.frames_read += 1
+        if self.t_first is None:
+            self.t_first = now
+        self.t_last = now
+        self._last = fr
+        self.backoff.reset()
+        self.slot.put(Captured(fr, now, self.generation, self.frames_read))
+        if now - self._last_pos_emit > 0.05 or self._paused:
+            self._last_pos_emit = now
+            self.position.emit(fr.index)

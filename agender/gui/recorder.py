@@ -8,21 +8,25 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+
+from agender.io.sinks.base import Sink
 
 
-def open_recorder(path: str | Path, fps: float) -> Any:
-    """A sink (``write(frame, faces)``, ``close()``, ``abort()``) writing an annotated video.
+def open_recorder(path: str | Path, fps: float) -> Sink:
+    """A sink (``write(frame, faces)``, ``close()``, ``abort()``) writing an annotated video,
+    encoding in its own thread (:class:`~agender.io.sinks.background.BackgroundSink`), not in
+    the inference thread that calls ``write``.
 
     ``fps`` is the source's frame rate: frames the worker dropped become repeats of the last
     picture, so the recording plays in real time.
     """
+    from agender.io.sinks.background import BackgroundSink
     from agender.io.sinks.mp4 import Mp4Sink
 
-    return _MonotonicFrames(Mp4Sink(Path(path), fps=float(fps) if fps and fps > 0 else 25.0))
+    return BackgroundSink(_MonotonicFrames(Mp4Sink(Path(path), fps=float(fps) if fps and fps > 0 else 25.0)))
 
 
-class _MonotonicFrames:
+class _MonotonicFrames(Sink):
     """Feeds a sink frame indices that only go forward.
 
     The MP4 sink places frame ``index`` at its time slot. A looping file or a seek backwards
@@ -30,7 +34,7 @@ class _MonotonicFrames:
     it was.
     """
 
-    def __init__(self, sink: Any):
+    def __init__(self, sink: Sink):
         self.sink = sink
         self._offset = 0
         self._last: int | None = None

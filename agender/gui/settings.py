@@ -123,13 +123,6 @@ class Settings:
     def set_geometry(self, g: QByteArray) -> None:
         self._set("window/geometry", g)
 
-    def window_state(self) -> QByteArray | None:
-        g = self.q.value("window/state")
-        return g if isinstance(g, QByteArray) and not g.isEmpty() else None
-
-    def set_window_state(self, s: QByteArray) -> None:
-        self._set("window/state", s)
-
     def sync(self) -> None:
         if not self.read_only:
             self.q.sync()

@@ -15,7 +15,7 @@ from PyQt5.QtCore import QRectF, QSize, Qt
 from PyQt5.QtGui import QColor, QFont, QPainter
 from PyQt5.QtWidgets import QSizePolicy, QWidget
 
-from agender.faces import Faces
+from agender.faces import Faces, gender_of
 from agender.gui.overlay import FEMALE_RGB, MALE_RGB
 
 AGE_BINS = (0, 10, 20, 30, 40, 50, 60, 70)  # lower edges; the last bin is 70+
@@ -153,7 +153,7 @@ class SeenStats:
                 if w > 0 and raw_a == raw_a:
                     p.wa += w
                     p.wage += w * raw_a
-                g = "" if p.p_male != p.p_male else ("male" if p.p_male >= 0.5 else "female")
+                g = gender_of(p.p_male)
                 if p.n >= MIN_DECIDE and g:
                     if p.decided and g != p.decided:
                         self.changes.append((t, pid, p.decided, g))
@@ -184,7 +184,7 @@ class SeenStats:
     def _note(self, k: int, key, pm: float, age: float, dt: float) -> None:
         iv = self._intervals.setdefault(k, {"who": {}, "seconds": {"female": 0.0, "male": 0.0, "unknown": 0.0}})
         iv["who"][key] = (pm, age)
-        g = "unknown" if pm != pm else ("male" if pm >= 0.5 else "female")
+        g = gender_of(pm) or "unknown"
         iv["seconds"][g] += dt
 
     EXPORT_COLUMNS = ("interval_start", "interval_end", "unit", "count", "female", "male", "unknown_gender",

@@ -237,9 +237,9 @@ class InferenceWorker(QThread):
     def run(self) -> None:  # noqa: D401 - QThread entry point
         import cv2
 
-        from agender.cli.common import _physical_cores
+        from agender.devices import physical_cores
 
-        cv2.setNumThreads(max(1, _physical_cores() // 2))  # the same split as offline (process-wide)
+        cv2.setNumThreads(max(1, physical_cores() // 2))  # the same split as offline (process-wide)
         self._ahead_thread = _DetectAhead(self)
         self._ahead_thread.start()
         try:

@@ -19,7 +19,8 @@ from typing import Callable, Iterator, Protocol
 import cv2
 import numpy as np
 
-from agender.errors import SourceError
+from agender.errors import SourceError, one_line
+from agender.io.mailbox import Mailbox
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ def read_image(path: str | Path, max_pixels: int = 100_000_000) -> np.ndarray:
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:  # e.g. OpenCV's own pixel limit
-        raise SourceError(f"{p}: not a readable image ({str(exc).strip().splitlines()[-1][:120]})") from None
+        raise SourceError(f"{p}: not a readable image ({one_line(exc, last=True, limit=120, named=False)})") from None
     if img is None:
         raise SourceError(f"{p}: not a readable image")
     from agender.imageops import to_bgr8
@@ -559,12 +560,23 @@ def open_source(spec: str | int, **kwargs) -> Source:
     return VideoSource(s, **kwargs)
 
 
+def read_frames(path: str | Path, start: int = 0, count: int | None = None) -> list[Frame]:
+    """``count`` frames of a video from frame ``start``, decoded into memory (tests, benchmarks)."""
+    src = VideoSource(str(path), max_frames=count)
+    if start:
+        src.seek(start)
+    try:
+        return list(src)
+    finally:
+        src.close()
+
+
 class ThreadedReader:
     """Runs ``source`` in a daemon thread ahead of the consumer.
 
     ``latest_only=False`` (files): a bounded queue, back-pressure, nothing dropped.
-    ``latest_only=True`` (cameras/GUI): a one-slot mailbox; a new frame replaces an unread one
-    and :attr:`dropped` counts the replaced frames. An exception in the reader is re-raised in
+    ``latest_only=True`` (cameras/GUI): a one-slot :class:`~agender.io.mailbox.Mailbox`; a new
+    frame replaces an unread one and :attr:`dropped` counts the replaced frames. An exception in the reader is re-raised in
     the consumer.
     """
 
@@ -573,31 +585,36 @@ class ThreadedReader:
     def __init__(self, source: Source, *, maxsize: int = 8, latest_only: bool = False):
         self.source = source
         self.latest_only = latest_only
-        self.q: queue.Queue = queue.Queue(maxsize=1 if latest_only else max(1, maxsize))
-        self.dropped = 0
+        self._box = Mailbox(1) if latest_only else None
+        self.q: queue.Queue = queue.Queue(maxsize=max(1, maxsize))  # files: back-pressure, nothing dropped
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"reader-{source.name}", daemon=True)
         self._thread.start()
 
+    @property
+    def dropped(self) -> int:
+        """Frames a live source replaced before the consumer took them."""
+        return 0 if self._box is None else self._box.dropped
+
     def _put(self, item) -> None:
-        if self.latest_only:
-            while not self._stop.is_set():
-                try:
-                    self.q.put_nowait(item)
-                    return
-                except queue.Full:
-                    try:
-                        self.q.get_nowait()
-                        self.dropped += 1
-                    except queue.Empty:
-                        pass
-        else:
-            while not self._stop.is_set():
-                try:
-                    self.q.put(item, timeout=0.1)
-                    return
-                except queue.Full:
-                    continue
+        if self._box is not None:
+            self._box.put(item)
+            return
+        while not self._stop.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _get(self):
+        """The next item, or None after 0.1 s."""
+        if self._box is not None:
+            return self._box.get(timeout=0.1)
+        try:
+            return self.q.get(timeout=0.1)
+        except queue.Empty:
+            return None
 
     def _run(self) -> None:
         try:
@@ -610,15 +627,14 @@ class ThreadedReader:
             return
         if self.latest_only:
             # the end marker must not replace the last frame: wait for the consumer to take it
-            while not self._stop.is_set() and not self.q.empty():
+            while not self._stop.is_set() and len(self._box):
                 time.sleep(0.005)
         self._put(self._END)
 
     def __iter__(self) -> Iterator[Frame]:
         while True:
-            try:
-                item = self.q.get(timeout=0.1)
-            except queue.Empty:
+            item = self._get()
+            if item is None:
                 if self._stop.is_set():
                     return
                 continue

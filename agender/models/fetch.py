@@ -18,7 +18,6 @@ Only the standard library (``urllib``) is used for HTTP; ``tqdm`` draws progress
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import sys
@@ -30,8 +29,8 @@ from pathlib import Path
 from typing import IO, Callable, Iterable
 
 from agender import __version__
-from agender.errors import FetchError
-from agender.models.store import ModelEntry, user_models_dir
+from agender.errors import FetchError, one_line
+from agender.models.store import ModelEntry, hash_file, user_models_dir
 
 MODELS_URL_ENV = "AGENDER_MODELS_URL"
 TIMEOUT_ENV = "AGENDER_FETCH_TIMEOUT"
@@ -83,12 +82,7 @@ def part_path(final: Path) -> Path:
     return final.with_name(final.name + ".part")
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+file_sha256 = hash_file  # a file being fetched is hashed afresh, never from the memo
 
 
 def fetch_entry(
@@ -204,7 +198,7 @@ def _describe(exc: BaseException, url: str, timeout: float) -> tuple[str, bool]:
         if reason.errno in (101, 113, 10051, 10065):  # network / host unreachable
             return f"network unreachable (offline?): {reason.strerror}", True
         return f"{reason.strerror or reason}", False
-    return str(reason).splitlines()[0] if str(reason) else type(reason).__name__, False
+    return one_line(reason, named=False), False
 
 
 def _download(entry: ModelEntry, url: str, part: Path, *, timeout: float, progress: bool | None) -> int:

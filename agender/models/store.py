@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 try:
     import tomllib
@@ -108,17 +108,22 @@ def card_folders() -> list[Path]:
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 
+def hash_file(path: Path | str) -> str:
+    """sha256 (hex) of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def sha256_file(path: Path | str) -> str:
     """sha256 of a file; memoised by (path, size, mtime) so repeated resolves stay cheap."""
     p = Path(path)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASH_CACHE:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _HASH_CACHE[key] = h.hexdigest()
+        _HASH_CACHE[key] = hash_file(p)
     return _HASH_CACHE[key]
 
 
@@ -193,6 +198,3 @@ class ModelStore:
     def sha256(self, path: Path) -> str:
         return sha256_file(path)
 
-
-def iter_dirs(dirs: Iterable[Path]) -> list[str]:
-    return [str(d) for d in dirs]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agender.annotate import COLORS, display_values, face_label
+from agender.io.sinks.base import Sink
 
 if TYPE_CHECKING:
     from agender.faces import Faces
@@ -73,7 +74,7 @@ class _Segment:
         return True
 
 
-class AssSink:
+class AssSink(Sink):
     """ASS subtitle export. ``width``/``height``: the video size (PlayRes; 0 = the first
     frame's); ``fps``: the source's frame rate (the length of a one-frame event and of the
     last frame)."""
@@ -92,10 +93,6 @@ class AssSink:
         self._open: dict[int, _Segment] = {}
         self._prev_t: float | None = None
         self._dt = self.frame_s
-
-    @property
-    def paths(self) -> list[Path]:
-        return [self.path]
 
     def write(self, frame: "Frame", faces: "Faces") -> None:
         if not (self.width and self.height):

@@ -1,4 +1,4 @@
-"""The sink protocol and atomic-write helpers.
+"""The sink contract and atomic-write helpers.
 
 A sink receives every analysed frame with its faces, writes to a temporary file next to its
 target, and only :meth:`Sink.close` moves the finished file into place (``os.replace``), so an
@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from agender.errors import OutputError
 
@@ -22,19 +22,53 @@ if TYPE_CHECKING:
     from agender.io.sources import Frame
 
 
-@runtime_checkable
-class Sink(Protocol):
+class Sink:
+    """What the runner hands every analysed frame to, in frame order.
+
+    Subclasses implement :meth:`write` and :meth:`close`; everything else has a no-op default,
+    so the runner calls each hook on every sink instead of probing for it.
+
+    Resume: a sink that can continue an interrupted output sets ``resumable = True`` and
+    implements :meth:`checkpoint` (make the data so far durable, return a JSON-able state) and
+    :meth:`begin` (given that state, continue from it; return False when it cannot). An input
+    with any sink that is not resumable is redone from its first frame.
+    """
+
+    #: True when :meth:`begin` can continue from a :meth:`checkpoint` state.
+    resumable: bool = False
+    #: The output file, listed in the sidecar (``None``: writes no file; see :attr:`paths`).
+    path: Path | None = None
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every file this sink writes (what the sidecar lists and a failed run deletes)."""
+        return [] if self.path is None else [Path(self.path)]
+
+    def begin(self, state: dict | None = None) -> bool:
+        """Start the output, or continue it from ``state`` (a :meth:`checkpoint`). False: the
+        state cannot be continued (the partial output is gone): the input starts over."""
+        return state is None
+
     def write(self, frame: "Frame", faces: "Faces") -> None:
         """``frame.image`` is the full-resolution BGR frame; ``faces`` its analysed faces."""
-        ...
+        raise NotImplementedError
+
+    def checkpoint(self) -> dict:
+        """Make what was written durable and return the state :meth:`begin` resumes from."""
+        return {}
 
     def close(self) -> None:
         """Finish and move the output into place atomically."""
-        ...
 
     def abort(self) -> None:
         """Discard the temporary output (the run failed)."""
-        ...
+
+    def suspend(self) -> None:
+        """The run was interrupted (Ctrl-C): keep the partial output for a resume."""
+
+    def sidecar_fields(self) -> dict:
+        """Extra fields for the input's sidecar record (e.g. the people summary)."""
+        return {}
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from agender.imageops import crop_boxes, pad_boxes
+from agender.io.sinks.base import Sink
 from agender.io.sinks.table import spreadsheet_safe
 from agender.tracking import face_quality
 
@@ -67,7 +68,7 @@ def _fmt(v: float, nd: int) -> str:
     return f"{v:.{nd}f}" if math.isfinite(v) else ""
 
 
-class ChipsSink:
+class ChipsSink(Sink):
     resumable = False
 
     def __init__(self, path: str | Path, *, stem: str, every_s: float = 1.0, padding: float = 0.25,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from agender.annotate import Annotator
+from agender.io.sinks.base import Sink
 
 if TYPE_CHECKING:
     from agender.faces import Faces
@@ -55,7 +56,7 @@ def fps_fraction(fps: float) -> Fraction:
     return Fraction(float(fps)).limit_denominator(1001)
 
 
-class Mp4Sink:
+class Mp4Sink(Sink):
     """Annotated video writer. ``fps``: the source's frame rate; ``source``: the input video
     (gap filling and audio), or None (live capture); ``codec``: ``"auto"`` or one of
     :data:`CODECS`; ``annotate=False`` writes the frames as they are."""
@@ -121,10 +122,6 @@ class Mp4Sink:
         self.partial.unlink(missing_ok=True)
 
     suspend = abort
-
-    @property
-    def paths(self) -> list[Path]:
-        return [self.path]
 
     # -- encoding -----------------------------------------------------------------------------
     def _open(self, image: np.ndarray, first_index: int) -> None:

@@ -27,7 +27,8 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from agender.io.sinks.base import write_table
+from agender.faces import gender_of
+from agender.io.sinks.base import Sink, write_table
 
 COLUMNS = ("person_id", "first_s", "last_s", "on_screen_s", "tracks", "face_ids", "age_mean", "age_std",
            "age_group", "gender", "p_male", "gender_conf")
@@ -78,7 +79,7 @@ class Person:
 
     @property
     def gender(self) -> str:
-        return "" if not math.isfinite(self.p_male) else ("male" if self.p_male >= 0.5 else "female")
+        return gender_of(self.p_male)
 
     @property
     def gender_conf(self) -> float:
@@ -127,7 +128,7 @@ def _num(v: float, nd: int) -> str:
     return "" if not math.isfinite(v) else f"{v:.{nd}f}"
 
 
-class PeopleSink:
+class PeopleSink(Sink):
     """Collects per-track sums from the written frames; on close joins them by the tracking
     stage's final person map (``person_map``: a callable → ``{face_id: person_id}``)."""
 
@@ -144,16 +145,9 @@ class PeopleSink:
         self._tracks: dict[int, _Track] = {}
         self._people: list[Person] | None = None
 
-    @property
-    def paths(self) -> list[Path]:
-        return [self.path]
-
     def write(self, frame, faces) -> None:
         t = float(frame.time_s)
-        for i, fid in enumerate(faces.track_id):
-            fid = int(fid)
-            if fid < 0:
-                continue
+        for i, fid in faces.tracked():
             a = self._tracks.get(fid)
             if a is None:
                 a = self._tracks[fid] = _Track(t, t)
@@ -199,12 +193,6 @@ class PeopleSink:
 
     def close(self) -> None:
         write_table(self.path, self.format, COLUMNS, self.rows(), self.records())
-
-    def abort(self) -> None:
-        pass
-
-    def suspend(self) -> None:
-        pass
 
     def begin(self, state: dict | None = None) -> bool:
         self._tracks, self._people = {}, None

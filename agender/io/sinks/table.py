@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from agender.io.sinks.base import remove_quietly, writing
+from agender.faces import gender_of
+from agender.io.sinks.base import Sink, remove_quietly, writing
 
 if TYPE_CHECKING:
     from agender.faces import Faces
@@ -27,12 +28,10 @@ IMAGE_KEY = ("file",)
 FACE_COLUMNS = ("face", "x1", "y1", "x2", "y2", "det_conf", "age", "age_std", "gender", "p_male")
 TRACK_COLUMNS = ("face_id", "track_conf", "age_avg", "p_male_avg", "gender_avg", "person_id")
 
-# Decimals each float column is written with (CSV text and JSONL numbers alike).
-DECIMALS = {
-    "time_s": 3, "x1": 1, "y1": 1, "x2": 1, "y2": 1, "det_conf": 4, "age": 2, "age_std": 2,
-    "p_male": 4, "track_conf": 4, "age_avg": 2, "p_male_avg": 4,
-}
-
+# Decimals each float column is written with (CSV text and JSONL numbers alike): the Faces
+# field of the same name, or of the box corner.
+_DECIMALS = {"det_conf": 4, "age": 2, "age_std": 2, "p_male": 4, "track_conf": 4, "age_avg": 2, "p_male_avg": 4}
+_BOX_DECIMALS = 1
 
 # A text cell starting with one of these is a formula to Excel/LibreOffice/Sheets ("CSV
 # injection": a file named ``=cmd|' /C calc'!A0.jpg``). OWASP's remedy, as spreadsheet-safe CSV
@@ -48,41 +47,40 @@ def spreadsheet_safe(value: Any) -> Any:
     return value
 
 
-def _g(p: float) -> str | None:
-    if p != p:
-        return None
-    return "male" if p >= 0.5 else "female"
-
-
 def _num(v: float, nd: int) -> float | None:
     v = float(v)
     return None if not math.isfinite(v) else round(v, nd)
 
 
+def _float_column(name: str, nd: int) -> Callable[["Faces", int], Any]:
+    return lambda f, i: _num(getattr(f, name)[i], nd)
+
+
+def _box_column(k: int) -> Callable[["Faces", int], Any]:
+    return lambda f, i: _num(f.xyxy[i, k], _BOX_DECIMALS)
+
+
+def _id_column(name: str) -> Callable[["Faces", int], Any]:
+    return lambda f, i: int(getattr(f, name)[i]) if getattr(f, name)[i] >= 0 else None
+
+
 # column -> value for face i of ``faces`` (None = unknown → empty cell / JSON null)
 _FACE_VALUE: dict[str, Callable[["Faces", int], Any]] = {
     "face": lambda f, i: i,
-    "x1": lambda f, i: _num(f.xyxy[i, 0], 1),
-    "y1": lambda f, i: _num(f.xyxy[i, 1], 1),
-    "x2": lambda f, i: _num(f.xyxy[i, 2], 1),
-    "y2": lambda f, i: _num(f.xyxy[i, 3], 1),
-    "det_conf": lambda f, i: _num(f.det_conf[i], 4),
-    "age": lambda f, i: _num(f.age[i], 2),
-    "age_std": lambda f, i: _num(f.age_std[i], 2),
-    "gender": lambda f, i: _g(float(f.p_male[i])),
-    "p_male": lambda f, i: _num(f.p_male[i], 4),
+    **{c: _box_column(k) for k, c in enumerate(("x1", "y1", "x2", "y2"))},
+    "det_conf": _float_column("det_conf", _DECIMALS["det_conf"]),
+    "age": _float_column("age", _DECIMALS["age"]),
+    "age_std": _float_column("age_std", _DECIMALS["age_std"]),
+    "gender": lambda f, i: gender_of(float(f.p_male[i])) or None,
+    "p_male": _float_column("p_male", _DECIMALS["p_male"]),
     "age_label": lambda f, i: f.age_label[i] or None,
-    "face_id": lambda f, i: int(f.track_id[i]) if f.track_id[i] >= 0 else None,
-    "track_conf": lambda f, i: _num(f.track_conf[i], 4),
-    "age_avg": lambda f, i: _num(f.age_avg[i], 2),
-    "p_male_avg": lambda f, i: _num(f.p_male_avg[i], 4),
-    "gender_avg": lambda f, i: _g(float(f.p_male_avg[i])),
-    "person_id": lambda f, i: int(f.person_id[i]) if f.person_id[i] >= 0 else None,
+    "face_id": _id_column("track_id"),
+    "track_conf": _float_column("track_conf", _DECIMALS["track_conf"]),
+    "age_avg": _float_column("age_avg", _DECIMALS["age_avg"]),
+    "p_male_avg": _float_column("p_male_avg", _DECIMALS["p_male_avg"]),
+    "gender_avg": lambda f, i: gender_of(float(f.p_male_avg[i])) or None,
+    "person_id": _id_column("person_id"),
 }
-
-
-def known_columns() -> list[str]:
-    return [*VIDEO_KEY, *IMAGE_KEY, *_FACE_VALUE]
 
 
 def columns_for(key: str, extra: Sequence[str] = ()) -> list[str]:
@@ -103,7 +101,7 @@ def face_rows(frame: "Frame", faces: "Faces", columns: Sequence[str]) -> list[li
     return [[g(faces, i) if g is not None else k for g, k in getters] for i in range(len(faces))]
 
 
-class PartialFileSink:
+class PartialFileSink(Sink):
     """Append-only output at ``.<name>.partial``, resumable at checkpoints, renamed on close.
 
     Subclasses implement :meth:`header` (bytes written once at the start) and :meth:`encode`.

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agender.io.sinks.base import write_table
+from agender.faces import gender_of
+from agender.io.sinks.base import Sink, write_table
 from agender.io.sinks.chips import chip_name, chip_score, has_fresh_estimate
 from agender.io.sinks.table import spreadsheet_safe
 
@@ -57,7 +58,7 @@ def _num(v: float | None, nd: int) -> str:
     return "" if v is None or not math.isfinite(v) else f"{v:.{nd}f}"
 
 
-class TracksSink:
+class TracksSink(Sink):
     resumable = True
 
     def __init__(self, path: str | Path, *, stem: str, format: str = "csv"):
@@ -68,16 +69,9 @@ class TracksSink:
         self.format = format
         self._acc: dict[int, _Acc] = {}
 
-    @property
-    def paths(self) -> list[Path]:
-        return [self.path]
-
     def write(self, frame: "Frame", faces: "Faces") -> None:
         t = float(frame.time_s)
-        for i, tid in enumerate(faces.track_id):
-            tid = int(tid)
-            if tid < 0:
-                continue
+        for i, tid in faces.tracked():
             a = self._acc.get(tid)
             if a is None:
                 a = self._acc[tid] = _Acc(tid, t, t)
@@ -101,9 +95,8 @@ class TracksSink:
         out = []
         for a in sorted(self._acc.values(), key=lambda a: a.face_id):
             p = a.p_male_avg
-            gender = "" if p is None else ("male" if p >= 0.5 else "female")
             out.append([str(a.face_id), f"{a.first_s:.3f}", f"{a.last_s:.3f}", str(a.frames), _num(a.age_avg, 2),
-                        _num(a.age_std(), 2), gender, _num(p, 4), spreadsheet_safe(a.best_chip)])
+                        _num(a.age_std(), 2), gender_of(p), _num(p, 4), spreadsheet_safe(a.best_chip)])
         return out
 
     def records(self) -> list[dict]:
@@ -116,17 +109,11 @@ class TracksSink:
             p = a.p_male_avg
             out.append(dict(zip(COLUMNS, [
                 a.face_id, round(a.first_s, 3), round(a.last_s, 3), a.frames, num(a.age_avg, 2), num(a.age_std(), 2),
-                None if p is None else ("male" if p >= 0.5 else "female"), num(p, 4), a.best_chip or None])))
+                gender_of(p) or None, num(p, 4), a.best_chip or None])))
         return out
 
     def close(self) -> None:
         write_table(self.path, self.format, COLUMNS, self.rows(), self.records())
-
-    def abort(self) -> None:
-        pass
-
-    def suspend(self) -> None:
-        pass
 
     # -- resume -------------------------------------------------------------------------------
     def begin(self, state: dict | None = None) -> bool:
