@@ -28,14 +28,18 @@ from conftest import PHOTOS, VIDEOS  # noqa: E402
 WALK = VIDEOS / "walking_and_pause_270p.mp4"
 CLASSROOM = VIDEOS / "classroom_270p.mp4"
 
+#: The digests were recorded when cydral:int8 was the default estimator; the default is now
+#: agender:int8, so the cases name the estimator they were recorded with.
+_RECORDED_WITH = ["--estimator", "cydral:int8"]
+
 #: name -> (inputs, options); each is one ``agender analyze`` into its own folder.
 CASES: dict[str, tuple[list[Path], list[str]]] = {
-    "video-tracked": ([WALK], []),
-    "video-untracked-jsonl": ([WALK], ["--no-track", "--format", "jsonl"]),
-    "video-detect-every-exports": ([CLASSROOM], ["--detect-every", "3", "--skip-similar", "3",
+    "video-tracked": ([WALK], [*_RECORDED_WITH]),
+    "video-untracked-jsonl": ([WALK], [*_RECORDED_WITH, "--no-track", "--format", "jsonl"]),
+    "video-detect-every-exports": ([CLASSROOM], [*_RECORDED_WITH, "--detect-every", "3", "--skip-similar", "3",
                                                  "--export-ass", "--export-chips", "--export-mp4"]),
-    "video-hold-noreid-small-groups": ([CLASSROOM], ["--detect-every", "2", "--track-between", "hold",
-                                                     "--no-reid", "--group-frames", "3", "--min-face", "30"]),
+    "video-hold-noreid-small-groups": ([CLASSROOM], [*_RECORDED_WITH, "--detect-every", "2", "--track-between",
+                                                     "hold", "--no-reid", "--group-frames", "3", "--min-face", "30"]),
     "photos-dnn-ssrnet": ([PHOTOS], ["--detector", "dnn", "--estimator", "ssrnet:morph"]),
 }
 
