@@ -53,6 +53,25 @@ def export(ckpt: Path, out_dir: Path, cache: Path, name: str = "agender-net-v1.o
     return path, info
 
 
+def average(parts: list[tuple[Path, float]], out: Path) -> Path:
+    """A weighted average of checkpoints' weights (a "model soup": every run starts from the
+    same Cydral weights and seed, so their weights stay in one basin), saved as ``out``."""
+    import torch
+
+    total = sum(w for _, w in parts)
+    states = [(torch.load(path, weights_only=False)["net"], w / total) for path, w in parts]
+    first = states[0][0]
+    avg = {k: sum(sd[k].float() * w for sd, w in states) if first[k].is_floating_point() else first[k]
+           for k in first}
+    torch.save({"net": avg, "epoch": "average of " + ", ".join(f"{p}x{w:g}" for p, w in parts)}, out)
+    return out
+
+
+def _part(text: str) -> tuple[Path, float]:
+    path, _, weight = text.rpartition(":") if ":" in text else (text, "", "1")
+    return Path(path), float(weight)
+
+
 def speed(onnx_path: Path, batch: int = 8, reps: int = 30) -> float:
     from agender.estimators.agender_net import AgenderEstimator
 
@@ -79,6 +98,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--export-only", type=Path, default=None, metavar="CKPT",
                    help="skip training: export and evaluate this checkpoint")
+    p.add_argument("--average", nargs="+", type=_part, default=None, metavar="CKPT[:WEIGHT]",
+                   help="skip training: export and evaluate the weighted average of these checkpoints")
     p.add_argument("--no-eval", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -95,7 +116,10 @@ def main(argv=None) -> int:
     if a.epoch_size:
         cfg.epoch_size = a.epoch_size
     t0 = time.time()
-    if a.export_only:
+    if a.average:
+        ckpt = average(a.average, out / "average.pt")
+        tag = "best"  # the recipe's result: agender-net-v1.onnx
+    elif a.export_only:
         ckpt = a.export_only
         tag = ckpt.stem
     else:
