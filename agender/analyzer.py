@@ -6,6 +6,8 @@ Why detect small: detectors are the cost centre and a 640 px copy finds the same
 """
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +62,13 @@ class Analyzer:
         min_face: int = DEFAULT_MIN_FACE,
         padding: float | None = None,
         batch_size: int = 32,
+        min_gender_conf: float | None = None,
     ):
         self.models = models if isinstance(models, ModelStore) else ModelStore(models)
+        # Abstention: a face whose gender confidence max(p, 1 - p) is below this gets no gender
+        # (p_male NaN): every output then leaves it empty and it casts no vote in its track's
+        # or person's gender. None or <= 0.5: every face keeps its gender.
+        self.min_gender_conf = None if min_gender_conf is None or min_gender_conf <= 0.5 else float(min_gender_conf)
         self.device = device
         self.min_face = int(min_face)
         self.batch_size = max(1, int(batch_size))
@@ -92,6 +99,7 @@ class Analyzer:
             "detect_width": self.detect_width,
             "padding": self.padding,
             "min_face": self.min_face,
+            **({"min_gender_conf": self.min_gender_conf} if self.min_gender_conf is not None else {}),
         }
 
     def model_files(self) -> list[Path]:
@@ -170,16 +178,26 @@ class Analyzer:
             parts.append(self.estimator.estimate(crops[i : i + self.batch_size], lm))
         self.times.estimate += time.perf_counter() - t0
         if len(parts) == 1:
-            return parts[0]
+            return self._abstain(parts[0])
         labels = None
         if all(p.age_label is not None for p in parts):
             labels = sum((list(p.age_label) for p in parts), [])
-        return Estimates(
+        return self._abstain(Estimates(
             age=np.concatenate([p.age for p in parts]),
             p_male=np.concatenate([p.p_male for p in parts]),
             age_std=np.concatenate([p.age_std for p in parts]),
             age_label=labels,
-        )
+        ))
+
+    def _abstain(self, est: Estimates) -> Estimates:
+        """``est`` with P(male) unknown where the gender confidence is below ``min_gender_conf``."""
+        if self.min_gender_conf is None or not len(est.p_male):
+            return est
+        p = np.asarray(est.p_male, np.float32)
+        unsure = np.maximum(p, 1.0 - p) < self.min_gender_conf  # NaN stays NaN (comparison False)
+        if not unsure.any():
+            return est
+        return dataclasses.replace(est, p_male=np.where(unsure, np.float32(np.nan), p))
 
     # -- whole frames --------------------------------------------------------------------
     def __call__(self, frame: np.ndarray) -> Faces:

@@ -337,3 +337,27 @@ def test_progress_is_a_bar_with_frames_per_second_on_a_terminal_and_plain_lines_
     piped = _stderr_of([*cmd, "-o", str(tmp_path / "b")], tty=False)
     assert "\r" not in piped and "%|" not in piped
     assert "walking_and_pause_270p.csv: 6 frames" in piped
+
+
+def test_min_gender_conf_leaves_gender_empty_for_unsure_faces_and_keeps_the_rest(tmp_path):
+    """The shared multi-face photos, once without and once with --min-gender-conf 0.9: the same
+    faces; below 0.9 confidence gender and p_male are empty, above it they are unchanged."""
+    def rows(out, *extra):
+        assert main(["analyze", str(PHOTOS), "-o", str(out), "-q", *extra]) == 0
+        return list(csv.DictReader(open(out / "images.csv", encoding="utf-8")))
+
+    plain = rows(tmp_path / "plain")
+    sure = rows(tmp_path / "sure", "--min-gender-conf", "0.9")
+    assert len(plain) == len(sure) > 10
+    kept = 0
+    for a, b in zip(plain, sure):
+        p = float(a["p_male"])
+        assert a["gender"] in ("male", "female")
+        if max(p, 1 - p) < 0.9:
+            assert b["gender"] == "" and b["p_male"] == "" and b["age"] == a["age"]
+        else:
+            assert (b["gender"], b["p_male"]) == (a["gender"], a["p_male"])
+            kept += 1
+    assert 0 < kept < len(plain)  # the photos hold both sure and unsure faces
+    side = json.loads((tmp_path / "sure" / "images.json").read_text())
+    assert "0.9" in json.dumps(side)

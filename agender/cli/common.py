@@ -153,10 +153,17 @@ def add_model_options(p: argparse.ArgumentParser, *, detect: bool = True) -> Non
     g.add_argument("--padding", type=non_negative_float, default=None,
                    help="crop padding per side as a fraction of the box (default: the estimator's own)")
     g.add_argument("--batch-size", type=positive_int, default=32, help="faces per estimator call (default 32)")
+    g.add_argument("--min-gender-conf", type=unit_float, default=None, metavar="C",
+                   help="leave gender empty for faces whose gender confidence max(p, 1-p) is below C "
+                        "(e.g. 0.8; default: every face gets one); see age_gender_net/agender.md for "
+                        "accuracy vs coverage")
 
 
-def build_analyzer(args: argparse.Namespace, *, no_detect: bool = False):
-    """The Analyzer the options describe (loads the models: may raise ModelError)."""
+def build_analyzer(args: argparse.Namespace, *, no_detect: bool = False, for_eval: bool = False):
+    """The Analyzer the options describe (loads the models: may raise ModelError).
+
+    ``for_eval``: ``agender eval`` applies ``--min-gender-conf`` when scoring (so it can report
+    coverage and accuracy), not in the analyzer."""
     from agender.analyzer import DEFAULT_MIN_FACE, Analyzer
 
     return Analyzer(
@@ -169,6 +176,7 @@ def build_analyzer(args: argparse.Namespace, *, no_detect: bool = False):
         min_face=getattr(args, "min_face", DEFAULT_MIN_FACE),
         padding=args.padding,
         batch_size=args.batch_size,
+        min_gender_conf=None if for_eval else getattr(args, "min_gender_conf", None),
     )
 
 

@@ -33,14 +33,15 @@ def run(args: argparse.Namespace) -> int:
     from agender.eval import evaluate, format_table, read_labels
 
     labels = read_labels(args.labels, args.images, args.limit)
-    analyzer = build_analyzer(args, no_detect=args.no_detect)
+    analyzer = build_analyzer(args, no_detect=args.no_detect, for_eval=True)
     bar = None
     if stderr_is_tty() and not args.json:
         from tqdm import tqdm
 
         bar = tqdm(total=len(labels.files), unit="face", file=sys.stderr, leave=False)
     try:
-        res = evaluate(analyzer, labels, no_detect=args.no_detect, progress=bar.update if bar else None)
+        res = evaluate(analyzer, labels, no_detect=args.no_detect, progress=bar.update if bar else None,
+                       min_gender_conf=args.min_gender_conf)
     finally:
         if bar:
             bar.close()
