@@ -62,19 +62,25 @@ class Analyzer:
         min_face: int = 10,
         padding: float | None = None,
         batch_size: int = 32,
+        runtime: str = "onnxruntime",
+        threads: int | None = None,
     ):
+        # runtime/threads: agender.runtimes (onnxruntime | litert | auto) for the nets that have one
+        self.runtime = runtime
         self.models = models if isinstance(models, ModelStore) else ModelStore(models)
         self.device = device
         self.min_face = int(min_face)
         self.batch_size = max(1, int(batch_size))
         self.conf = conf
         self.detector: Detector | None = (
-            None if detector in (None, "none") else create_detector(detector, models=self.models, device=device, conf=conf)
+            None if detector in (None, "none") else create_detector(detector, models=self.models, device=device, conf=conf,
+                                                                  runtime=runtime, threads=threads)
         )
         # "auto": the detector's own choice (YuNet 480 px), else 640; None or 0: the full frame
         self.detect_width = (getattr(self.detector, "default_detect_width", DEFAULT_DETECT_WIDTH)
                              if detect_width == "auto" else detect_width)
-        self.estimator: Estimator = create_estimator(estimator, models=self.models, device=device)
+        self.estimator: Estimator = create_estimator(estimator, models=self.models, device=device,
+                                                     runtime=runtime, threads=threads)
         self.padding = self.estimator.default_padding if padding is None else float(padding)
         if hasattr(self.estimator, "crop_padding"):  # estimators that find the box inside the crop
             self.estimator.crop_padding = self.padding

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Proves the README's Raspberry Pi install on arm64 without a Pi: an emulated Debian 12 (bookworm,
+# the base of Raspberry Pi OS 64-bit) arm64 root, built from Debian's own packages with
+# debootstrap, entered through proot + qemu-aarch64-static (no binfmt_misc needed, no root
+# privileges inside: proot -0 fakes them). Inside it, as a Pi owner would:
+#   apt-get install python3-venv python3-pyqt5 ...   (the README's Pi section, verbatim)
+#   python3 -m venv --system-site-packages ~/agender-venv && pip install -e ".[pi,test]"
+#   agender analyze <shared clip> --runtime litert, then pytest -m arm64_smoke (GUI offscreen).
+# Speed under emulation means nothing; this proves *that* it installs and runs, not how fast.
+#
+# Usage: tools/arm64_root.sh [ROOT=/tmp/agender-arm64]      (log: ROOT.log; resumable: each
+#        stage leaves ROOT/.stage-NAME and a re-run skips finished stages; FORCE=stage redoes one)
+# Env:   DEBIAN_MIRROR (default: the first Debian URI in this host's apt sources),
+#        QEMU_CPU (default cortex-a72 = Raspberry Pi 4's core), SHARED (default ../shared).
+# Needs: debootstrap, proot, qemu-user-static (apt-get install debootstrap proot qemu-user-static).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo="$(pwd)"
+root="$(realpath -m "${1:-/tmp/agender-arm64}")"
+shared="$(realpath "${SHARED:-$repo/../shared}")"
+cpu="${QEMU_CPU:-cortex-a72}"
+qemu="$(command -v qemu-aarch64-static || command -v qemu-aarch64)"
+mirror="${DEBIAN_MIRROR:-$(grep -rhoP '^(URIs:\s*|deb\s+)\K\S+/debian/?$' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1 || true)}"
+[ -n "$mirror" ] || { echo "arm64_root: no Debian mirror found; set DEBIAN_MIRROR" >&2; exit 2; }
+for tool in debootstrap proot; do
+  command -v "$tool" >/dev/null || { echo "arm64_root: $tool missing (apt-get install debootstrap proot qemu-user-static)" >&2; exit 2; }
+done
+t0=$SECONDS
+log() { echo "[arm64 $(date -u +%H:%M:%S) +$((SECONDS - t0))s] $*"; }
+done_() { [ -e "$root/.stage-$1" ] && [ "${FORCE:-}" != "$1" ]; }
+mark() { touch "$root/.stage-$1"; log "stage $1 done"; }
+
+# proot: fake root, the emulated CPU, the kernel file systems, DNS, the host's pip configuration
+# (index and certificates, so pip reaches the same registry), the checkout and ../shared.
+enter() {
+  local binds=(-b /proc -b /dev -b /sys -b /etc/resolv.conf -b /etc/hosts -b "$shared:/opt/shared")
+  for f in /etc/pip.conf /opt/wheels /opt/pypi /opt/pypi-more /etc/ssl/certs/ca-certificates.crt; do
+    [ -e "$f" ] && binds+=(-b "$f")
+  done
+  env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+    DEBIAN_FRONTEND=noninteractive QT_QPA_PLATFORM=offscreen PIP_DEFAULT_TIMEOUT=180 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 ${PIP_CERT:+PIP_CERT=$PIP_CERT} \
+    proot -0 -q "$qemu -cpu $cpu" -r "$root" "${binds[@]}" -w /root "$@"
+}
+
+mkdir -p "$root"
+log "root $root, mirror from host sources, qemu $qemu -cpu $cpu"
+
+if ! done_ debootstrap1; then
+  log "debootstrap first stage (download + unpack, native)"
+  debootstrap --foreign --arch=arm64 --variant=minbase bookworm "$root" "$mirror"
+  mark debootstrap1
+fi
+if ! done_ debootstrap2; then
+  log "debootstrap second stage (dpkg configure, emulated)"
+  # in a container debootstrap leaves /proc a symlink to the host's; proot needs a mount point
+  if [ -L "$root/proc" ]; then rm "$root/proc"; mkdir "$root/proc"; fi
+  enter /bin/sh -c "DEBOOTSTRAP_DIR=/debootstrap /debootstrap/debootstrap --second-stage"
+  echo "deb $mirror bookworm main" > "$root/etc/apt/sources.list"
+  mark debootstrap2
+fi
+if ! done_ apt; then
+  # The README's Pi section, apt part (keep identical): Debian's PyQt5 (no arm64 PyQt5 wheel on
+  # the registry) and the libraries the OpenCV/Qt wheels load.
+  log "apt-get install (README's Pi section)"
+  enter sh -c 'apt-get update -qq && apt-get install -y -q --no-install-recommends \
+    python3-venv python3-pip python3-pyqt5 libgl1 libglib2.0-0 ca-certificates'
+  mark apt
+fi
+if ! done_ copy || [ "${FORCE:-}" = copy ]; then
+  log "copy the checkout (tracked + untracked files, no .git) to /root/agender"
+  rm -rf "$root/root/agender"; mkdir -p "$root/root/agender"
+  git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$root/root/agender"
+  ln -sfn /opt/shared "$root/root/shared"
+  mark copy
+fi
+if ! done_ pip; then
+  # The README's Pi section, pip part (keep identical). PIP_CONSTRAINT only under qemu-user 7.2:
+  # onnxruntime >= 1.21 aarch64 wheels crash at import there (fine on real arm64 hardware).
+  log "venv + pip install (README's Pi section)"
+  enter sh -c 'cd ~/agender && printf "%s\n" "${ARM64_ORT:-onnxruntime==1.23.2}" > /root/qemu-constraints.txt &&
+    python3 -m venv --system-site-packages ~/agender-venv &&
+    PIP_CONSTRAINT=/root/qemu-constraints.txt ~/agender-venv/bin/pip install -e ".[pi,test]"'
+  mark pip
+fi
+log "python: $(enter /root/agender-venv/bin/python -c 'import platform,sys; print(platform.machine(), sys.version.split()[0])')"
+log "versions: $(enter /root/agender-venv/bin/python -c 'import importlib.metadata as m; print(*(f"{p}=={m.version(p)}" for p in ("onnxruntime","ai-edge-litert","opencv-contrib-python-headless","numpy","PyQt5","dlib-bin")))' 2>&1 | tail -1)"
+if ! done_ analyze; then
+  log "agender analyze on a shared clip (LiteRT runtime, the --profile pi preset)"
+  enter sh -c 'cd ~/agender && . ~/agender-venv/bin/activate && export AGENDER_MODELS=../shared/models &&
+    agender analyze ../shared/data/videos/walking_and_pause_270p.mp4 -o /root/out --profile pi --fps 2 &&
+    head -3 /root/out/walking_and_pause_270p.csv && wc -l /root/out/walking_and_pause_270p.csv'
+  mark analyze
+fi
+if ! done_ tests; then
+  log "pytest -m arm64_smoke (GUI offscreen)"
+  enter sh -c 'cd ~/agender && . ~/agender-venv/bin/activate &&
+    AGENDER_MODELS=../shared/models python3 -m pytest -q -m arm64_smoke -p no:cacheprovider'
+  mark tests
+fi
+log "all stages done in this run: $((SECONDS - t0)) s"
