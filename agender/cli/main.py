@@ -14,7 +14,7 @@ import sys
 from agender import __version__
 from agender.errors import AgenderError
 
-SUBCOMMANDS = ("analyze", "eval", "bench", "models", "gui")
+SUBCOMMANDS = ("analyze", "eval", "bench", "models", "gui", "kiosk")
 
 
 def build_parser() -> argparse.ArgumentParser:
