@@ -96,7 +96,8 @@ def verify_unit(text: str) -> tuple[bool, str]:
     return res.returncode == 0 and not problems, "\n".join(problems)
 
 
-def install(plan: KioskPlan, *, dry_run: bool = False, out=sys.stdout) -> int:
+def install(plan: KioskPlan, *, dry_run: bool = False, out=None) -> int:
+    out = out or sys.stdout
     ok, problems = verify_unit(plan.files[plan.unit_path])
     if not ok:
         raise AgenderError(f"{UNIT}: systemd-analyze verify found problems: {problems.splitlines()[0]}")
@@ -123,7 +124,8 @@ def install(plan: KioskPlan, *, dry_run: bool = False, out=sys.stdout) -> int:
     return 0
 
 
-def uninstall(home: Path, *, dry_run: bool = False, out=sys.stdout) -> int:
+def uninstall(home: Path, *, dry_run: bool = False, out=None) -> int:
+    out = out or sys.stdout
     plan_paths = [home / ".config" / "systemd" / "user" / UNIT, home / ".config" / "autostart" / AUTOSTART]
     cmds = [["systemctl", "--user", "disable", "--now", UNIT], ["systemctl", "--user", "daemon-reload"]]
     for cmd in cmds[:1]:
