@@ -30,17 +30,25 @@ log() { echo "[arm64 $(date -u +%H:%M:%S) +$((SECONDS - t0))s] $*"; }
 done_() { [ -e "$root/.stage-$1" ] && [ "${FORCE:-}" != "$1" ]; }
 mark() { touch "$root/.stage-$1"; log "stage $1 done"; }
 
-# proot: fake root, the emulated CPU, the kernel file systems, DNS, the host's pip configuration
-# (index and certificates, so pip reaches the same registry), the checkout and ../shared.
+# proot: fake root, the emulated CPU, the kernel file systems, the checkout's ../shared, and the
+# host's pip configuration *copied* in (index and CA bundle, so pip reaches the same registry).
+# Never bind a host file the guest may rewrite: a bind is writable, and e.g. the guest's
+# update-ca-certificates would replace the host's CA bundle through it.
 enter() {
-  local binds=(-b /proc -b /dev -b /sys -b /etc/resolv.conf -b /etc/hosts -b "$shared:/opt/shared")
-  for f in /etc/pip.conf /opt/wheels /opt/pypi /opt/pypi-more /etc/ssl/certs/ca-certificates.crt; do
-    [ -e "$f" ] && binds+=(-b "$f")
-  done
+  local binds=(-b /proc -b /dev -b /sys -b "$shared:/opt/shared")
+  for d in /opt/wheels /opt/pypi /opt/pypi-more; do [ -d "$d" ] && binds+=(-b "$d"); done
   env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
     DEBIAN_FRONTEND=noninteractive QT_QPA_PLATFORM=offscreen PIP_DEFAULT_TIMEOUT=180 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 ${PIP_CERT:+PIP_CERT=$PIP_CERT} \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CERT=/opt/host-ca-bundle.crt PIP_CONFIG_FILE=/opt/host-pip.conf \
     proot -0 -q "$qemu -cpu $cpu" -r "$root" "${binds[@]}" -w /root "$@"
+}
+host_files() {  # copies, refreshed on every run
+  mkdir -p "$root/opt" "$root/etc"
+  rm -f "$root/etc/resolv.conf" "$root/opt/host-ca-bundle.crt" "$root/opt/host-pip.conf"  # never write through a link
+  cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+  cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$root/opt/host-ca-bundle.crt"
+  if [ -f "${PIP_CONFIG_FILE:-/etc/pip.conf}" ]; then cp "${PIP_CONFIG_FILE:-/etc/pip.conf}" "$root/opt/host-pip.conf"
+  else : > "$root/opt/host-pip.conf"; fi
 }
 
 mkdir -p "$root"
@@ -52,6 +60,7 @@ if ! done_ debootstrap1; then
   mark debootstrap1
 fi
 if ! done_ debootstrap2; then
+  host_files
   log "debootstrap second stage (dpkg configure, emulated)"
   # in a container debootstrap leaves /proc a symlink to the host's; proot needs a mount point
   if [ -L "$root/proc" ]; then rm "$root/proc"; mkdir "$root/proc"; fi
@@ -62,8 +71,9 @@ fi
 if ! done_ apt; then
   # The README's Pi section, apt part (keep identical): Debian's PyQt5 (no arm64 PyQt5 wheel on
   # the registry) and the libraries the OpenCV/Qt wheels load.
+  host_files
   log "apt-get install (README's Pi section)"
-  enter sh -c 'apt-get update -qq && apt-get install -y -q --no-install-recommends \
+  enter sh -c 'dpkg --configure -a; apt-get update -qq && apt-get install -y -q --no-install-recommends \
     python3-venv python3-pip python3-pyqt5 libgl1 libglib2.0-0 ca-certificates'
   mark apt
 fi
@@ -74,6 +84,7 @@ if ! done_ copy || [ "${FORCE:-}" = copy ]; then
   ln -sfn /opt/shared "$root/root/shared"
   mark copy
 fi
+host_files
 if ! done_ pip; then
   # The README's Pi section, pip part (keep identical). PIP_CONSTRAINT only under qemu-user 7.2:
   # onnxruntime >= 1.21 aarch64 wheels crash at import there (fine on real arm64 hardware).
