@@ -15,6 +15,9 @@ from typing import Any, Callable
 import numpy as np
 
 RUNTIME_ORDER = ("onnxruntime", "litert", "auto")
+# onnxruntime runs first and last (A-B-C-A): load that drifts during the run weighs on it both
+# ways, and the spread of its two runs says how far the machine's load moved the figures
+RUN_ORDER = ("onnxruntime", "litert", "auto", "onnxruntime")
 
 
 def _median_ms(fn: Callable[[], Any], repeats: int = 15) -> float:
@@ -65,7 +68,7 @@ def nets_only(analyzer, detect_shape: tuple[int, int] | None) -> dict[str, float
 
 
 def compare(video: str, make_analyzer: Callable[[str], Any], bench_fn: Callable[..., dict], *,
-            runtimes: tuple[str, ...] = RUNTIME_ORDER, **opts) -> dict[str, Any]:
+            runtimes: tuple[str, ...] = RUN_ORDER, **opts) -> dict[str, Any]:
     """One bench per runtime; ``make_analyzer(runtime)`` builds the analyzer for it."""
     from agender.io.sources import VideoSource
     from agender.runtimes import litert_available
@@ -74,10 +77,13 @@ def compare(video: str, make_analyzer: Callable[[str], Any], bench_fn: Callable[
     size = (probe.height, probe.width)
     probe.close()
     per: dict[str, Any] = {}
+    runs: dict[str, list[dict]] = {}
     for rt in runtimes:
         if rt != "onnxruntime" and not litert_available():
             per[rt] = {"skipped": "ai-edge-litert not installed (pip install 'agender[litert]')"}
             continue
+        if rt == "onnxruntime" and rt in per and len(runtimes) > 1 and not litert_available():
+            continue  # nothing to compare against: one onnxruntime run is enough
         an = make_analyzer(rt)
         res = bench_fn(video, an, **opts)
         dw = an.detect_width
@@ -87,34 +93,53 @@ def compare(video: str, make_analyzer: Callable[[str], Any], bench_fn: Callable[
         res["estimate_ms_per_face"] = round(res["ms_per_frame"]["estimate"] / fpf, 3) if fpf else None
         res["runtimes"] = session_labels(an)
         res.update(nets_only(an, det_shape))
-        per[rt] = res
-    keys = ("pipeline_fps", "decode_fps", "faces_per_frame", "estimate_ms_per_face", "estimator_nets_ms_per_face",
+        runs.setdefault(rt, []).append(res)
+        per[rt] = _mean_runs(runs[rt])
+    keys = ("runs_pipeline_fps", "load_avg_1m", "pipeline_fps", "decode_fps", "faces_per_frame", "estimate_ms_per_face", "estimator_nets_ms_per_face",
             "detector_net_ms_per_frame", "detector_input", "runtimes")
     return {"video": video, "compare_runtimes": {rt: ({k: r.get(k) for k in keys} | {"ms_per_frame": r["ms_per_frame"]}
                                                       if "skipped" not in r else r) for rt, r in per.items()},
             "full": per}
 
 
+def _mean_runs(rs: list[dict]) -> dict:
+    """The first run's record with the figures averaged over the runs (A-B-C-A)."""
+    if len(rs) == 1:
+        return {**rs[0], "runs_pipeline_fps": [rs[0]["pipeline_fps"]], "load_avg_1m": [rs[0]["load_avg_1m"]]}
+    out = dict(rs[0])
+    for k in ("pipeline_fps", "decode_fps", "estimate_ms_per_face", "estimator_nets_ms_per_face",
+              "detector_net_ms_per_frame"):
+        vals = [r[k] for r in rs if r.get(k) is not None]
+        out[k] = round(sum(vals) / len(vals), 3) if vals else None
+    out["ms_per_frame"] = {k: round(sum(r["ms_per_frame"][k] for r in rs) / len(rs), 3) for k in rs[0]["ms_per_frame"]}
+    out["runs_pipeline_fps"] = [r["pipeline_fps"] for r in rs]
+    out["load_avg_1m"] = [r["load_avg_1m"] for r in rs]
+    return out
+
+
 def format_compare(res: dict[str, Any]) -> str:
     rows = res["compare_runtimes"]
-    head = f"{'':34}" + "".join(f"{rt:>16}" for rt in rows)
-    lines = [f"{res['video']}: runtimes side by side (same process, back to back)", head]
+    head = f"{'':34}" + "".join(f"{rt:>18}" for rt in rows)
+    lines = [f"{res['video']}: runtimes side by side (same process, back to back; onnxruntime first and last, "
+             "its figures the mean of both)", head]
 
-    def row(label: str, key: str, fmt: str = "{:>16.2f}") -> None:
+    def row(label: str, key: str, fmt: str = "{:>18.2f}") -> None:
         cells = []
         for r in rows.values():
             v = r.get(key)
-            cells.append(f"{'-':>16}" if v is None else (fmt.format(v) if not isinstance(v, str) else f"{v:>16}"))
+            cells.append(f"{'-':>18}" if v is None else (fmt.format(v) if not isinstance(v, str) else f"{v:>18}"))
         lines.append(f"{label:34}" + "".join(cells))
 
-    row("pipeline frames/s", "pipeline_fps", "{:>16.1f}")
-    row("decode-only frames/s", "decode_fps", "{:>16.1f}")
+    row("pipeline frames/s", "pipeline_fps", "{:>18.1f}")
+    lines.append(f"{'  (each run)':34}" + "".join(
+        f"{' / '.join(f'{v:.1f}' for v in r.get('runs_pipeline_fps', [])) or '-':>18}" for r in rows.values()))
+    row("decode-only frames/s", "decode_fps", "{:>18.1f}")
     row("faces per frame", "faces_per_frame")
-    row("estimate ms/face (in pipeline)", "estimate_ms_per_face", "{:>16.3f}")
-    row("estimator nets ms/face (batch 8)", "estimator_nets_ms_per_face", "{:>16.3f}")
-    row("detector net ms/frame", "detector_net_ms_per_frame", "{:>16.3f}")
+    row("estimate ms/face (in pipeline)", "estimate_ms_per_face", "{:>18.3f}")
+    row("estimator nets ms/face (batch 8)", "estimator_nets_ms_per_face", "{:>18.3f}")
+    row("detector net ms/frame", "detector_net_ms_per_frame", "{:>18.3f}")
     row("detector input", "detector_input")
     for net in ("detector", "age", "gender"):
-        cells = "".join(f"{r.get('runtimes', {}).get(net, r.get('skipped', '-'))[:15]:>16}" for r in rows.values())
+        cells = "".join(f"{r.get('runtimes', {}).get(net, r.get('skipped', '-'))[:17]:>18}" for r in rows.values())
         lines.append(f"{'runs on: ' + net:34}" + cells)
     return "\n".join(lines)

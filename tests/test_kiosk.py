@@ -148,3 +148,17 @@ def test_gui_with_watchdog_exits_75_when_its_source_stops(tmp_path):
     assert res.returncode == WATCHDOG_EXIT, res.stderr[-2000:]
     assert "watchdog: no new frame on screen" in res.stderr
     assert VIDEOS.is_dir()
+
+
+@pytest.mark.arm64_smoke
+def test_kiosk_gui_starts_offscreen_with_the_pi_profile_and_shows_frames(tmp_path):
+    import json
+
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "AGENDER_MODELS": str(REPO.parent / "shared" / "models"),
+           "XDG_CONFIG_HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
+    stats = tmp_path / "stats.json"
+    res = subprocess.run([sys.executable, str(REPO / "app.py"), "--kiosk", "--profile", "pi", "--source",
+                          "synthetic:320x240@10", "--exit-after", "3", "--watchdog", "60", "--stats-json", str(stats)],
+                         capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(stats.read_text())["frames_displayed"] >= 3
