@@ -72,6 +72,9 @@ if ! done_ apt; then
   # The README's Pi section, apt part (keep identical): Debian's PyQt5 (no arm64 PyQt5 wheel on
   # the registry) and the libraries the OpenCV/Qt wheels load.
   host_files
+  # no services start inside the root (what a chroot's policy-rc.d is for; x11-common's postinst
+  # fails without one)
+  printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"; chmod +x "$root/usr/sbin/policy-rc.d"
   log "apt-get install (README's Pi section)"
   enter sh -c 'dpkg --configure -a; apt-get update -qq && apt-get install -y -q --no-install-recommends \
     python3-venv python3-pip python3-pyqt5 libgl1 libglib2.0-0 ca-certificates'
