@@ -34,12 +34,11 @@ PROFILES = {
             # the expected winner on Cortex-A, and the shipped .tflite needs no TensorFlow.
             runtime="auto",
             threads=4,  # Raspberry Pi 4 and 5 have 4 cores, no SMT
-            # op counts (docs/pi.md): YuNet at 320 px is 0.44 of the 480 px work and the 3
-            # kiosk clips' faces (>= 60 px at 720p) stay above its 10 px minimum
+            # op counts (docs/pi.md): YuNet at 320 px is 0.44 of the 480 px work; on the shared
+            # clips it keeps every face of 30 px and more, loses 11-14 px ones (classroom_270p)
             detect_width=320,
             # detect every 3rd frame, Kalman boxes between (agender analyze's tracking stage):
-            # the detector is ~2/3 of the work on one face; at 3 the per-person labels are
-            # unchanged on the kiosk clips (docs/pi.md)
+            # per-person labels on the shared clips match every-frame detection (docs/pi.md)
             detect_every=3,
             why="Raspberry Pi 4/5 (4 Cortex-A cores): LiteRT/auto, 4 threads, 320 px, detect every 3rd frame",
         ),
