@@ -25,6 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"preset passed to the GUI (default pi; one of {', '.join(PROFILES)})")
     i.add_argument("--watchdog", type=positive_float, default=30.0, metavar="S",
                    help="restart when no new frame reached the screen for S seconds (default 30)")
+    i.add_argument("--privacy", action="store_true", help="blur faces on screen and store nothing (gui --privacy)")
     i.add_argument("--no-autostart", dest="autostart", action="store_false",
                    help="no desktop autostart entry (start it yourself: systemctl --user start agender-kiosk)")
     sub.add_parser("uninstall", parents=[common], help="disable and remove the unit and autostart entry")
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.kiosk_action == "install":
         plan = KioskPlan(home=args.home, source=args.source, profile=args.profile, watchdog_s=args.watchdog,
-                         autostart=args.autostart)
+                         autostart=args.autostart, extra_args=("--privacy",) if args.privacy else ())
         return install(plan, dry_run=args.dry_run)
     if args.kiosk_action == "uninstall":
         return uninstall(args.home, dry_run=args.dry_run)
