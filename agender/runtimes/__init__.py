@@ -131,7 +131,7 @@ def _outputs_agree(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> str:
 class AutoSession:
     """Both runtimes until the first real input, then the faster one alone.
 
-    On that input each session runs ``repeats`` times after a warm-up and the lower median
+    On that input each session runs ``repeats`` times (interleaved) after a warm-up; the lower median
     wins; the loser is dropped (its memory too). If their outputs disagree beyond the
     accelerator tolerance of :mod:`agender.devices` (a broken conversion) onnxruntime, the
     reference, wins whatever its speed. ``compare_outputs=False`` for pairs that are not meant
@@ -140,7 +140,7 @@ class AutoSession:
     ort: Any
     lite: Any
     name: str = "model"
-    repeats: int = 5
+    repeats: int = 9
     compare_outputs: bool = True
     chosen: Any = field(init=False, default=None)
     timings_ms: dict[str, float] = field(init=False, default_factory=dict)
@@ -157,15 +157,15 @@ class AutoSession:
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         if self.chosen is not None:
             return self.chosen.run(feeds, outputs)
-        results = {}
-        for sess in (self.ort, self.lite):
-            results[sess.runtime] = sess.run(feeds, outputs)  # warm-up (and the answer)
-            times = []
-            for _ in range(self.repeats):
+        sessions = (self.ort, self.lite)
+        results = {sess.runtime: sess.run(feeds, outputs) for sess in sessions}  # warm-up (and the answer)
+        times: dict[str, list[float]] = {sess.runtime: [] for sess in sessions}
+        for _ in range(self.repeats):  # interleaved: load that drifts meanwhile weighs on both alike
+            for sess in sessions:
                 t0 = time.perf_counter()
                 sess.run(feeds, outputs)
-                times.append(time.perf_counter() - t0)
-            self.timings_ms[sess.runtime] = round(1000.0 * float(np.median(times)), 3)
+                times[sess.runtime].append(time.perf_counter() - t0)
+        self.timings_ms = {k: round(1000.0 * float(np.median(v)), 3) for k, v in times.items()}
         problem = _outputs_agree(results["litert"], results["onnxruntime"]) if self.compare_outputs else ""
         faster = min(self.timings_ms, key=self.timings_ms.get)
         if problem:
