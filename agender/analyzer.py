@@ -93,7 +93,7 @@ class Analyzer:
         return getattr(self.estimator, "device_used", "CPU")
 
     def describe(self) -> dict:
-        return {
+        d = {
             "detector": getattr(self.detector, "name", None),
             "estimator": self.estimator.name,
             "device": self.device_used,
@@ -101,6 +101,9 @@ class Analyzer:
             "padding": self.padding,
             "min_face": self.min_face,
         }
+        if self.runtime != "onnxruntime":  # another runtime, other rows (default runs keep their fingerprint)
+            d["runtime"] = self.runtime
+        return d
 
     # -- stages --------------------------------------------------------------------------
     def downscale(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
