@@ -1,12 +1,14 @@
 """``--profile NAME``: named presets of runtime, threads, detect width and detect-every.
 
-A profile fills in only what the command line leaves at its default, so
+A profile fills in only what the command line (or ``AGENDER_THREADS``, for threads) leaves at
+its default, so
 ``--profile pi --detect-width 480`` is the Pi preset with a wider detector. The figures
 behind each preset are in docs/pi.md; none of them is a measured Raspberry Pi speed.
 """
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import asdict, dataclass
 
 from agender.errors import AgenderError
@@ -70,6 +72,8 @@ def apply_profile(args: argparse.Namespace, parser: argparse.ArgumentParser | No
     for key, value in asdict(prof).items():
         if key in ("name", "why") or value is None or not hasattr(args, key):
             continue
+        if key == "threads" and os.environ.get("AGENDER_THREADS"):
+            continue  # the user's thread budget, as explicit as --threads
         default = parser.get_default(key) if parser is not None else None
         if getattr(args, key) in (None, default):
             setattr(args, key, value)

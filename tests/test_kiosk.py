@@ -158,7 +158,7 @@ def test_kiosk_gui_starts_offscreen_with_the_pi_profile_and_shows_frames(tmp_pat
            "XDG_CONFIG_HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
     stats = tmp_path / "stats.json"
     res = subprocess.run([sys.executable, str(REPO / "app.py"), "--kiosk", "--profile", "pi", "--source",
-                          "synthetic:320x240@10", "--exit-after", "3", "--watchdog", "60", "--stats-json", str(stats)],
+                          "synthetic:320x240@10", "--exit-after", "3", "--watchdog", "300", "--stats-json", str(stats)],
                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads(stats.read_text())["frames_displayed"] >= 3

@@ -106,17 +106,21 @@ if ! done_ pip; then
 fi
 log "python: $(enter /root/agender-venv/bin/python -c 'import platform,sys; print(platform.machine(), sys.version.split()[0])')"
 log "versions: $(enter /root/agender-venv/bin/python -c 'import importlib.metadata as m; print(*(f"{p}=={m.version(p)}" for p in ("onnxruntime","ai-edge-litert","opencv-contrib-python-headless","numpy","PyQt5","dlib-bin")))' 2>&1 | tail -1)"
+# AGENDER_THREADS=1 (the --profile pi's 4 threads yield to it): with several native worker
+# threads qemu-user 7.2 aborts ("cpu_exec: assertion failed: (cpu == current_cpu)"); one thread
+# per net runs. Emulation only; a Pi runs the preset's 4.
 if ! done_ analyze; then
   log "agender analyze on a shared clip (--profile pi: runtime auto, so both runtimes load and are timed)"
   enter sh -c 'cd ~/agender && . ~/agender-venv/bin/activate && export AGENDER_MODELS=../shared/models &&
-    export PATH="$HOME/.local/bin:$PATH" &&
+    export PATH="$HOME/.local/bin:$PATH" AGENDER_THREADS=1 OMP_NUM_THREADS=1 &&
     agender analyze ../shared/data/videos/walking_and_pause_270p.mp4 -o /root/out --profile pi --fps 2 &&
     head -3 /root/out/walking_and_pause_270p.csv && wc -l /root/out/walking_and_pause_270p.csv'
   mark analyze
 fi
 if ! done_ tests; then
   log "pytest -m arm64_smoke (GUI offscreen)"
-  enter sh -c 'cd ~/agender && . ~/agender-venv/bin/activate && export PATH="$HOME/.local/bin:$PATH" &&
+  enter sh -c 'cd ~/agender && . ~/agender-venv/bin/activate &&
+    export PATH="$HOME/.local/bin:$PATH" AGENDER_THREADS=1 OMP_NUM_THREADS=1 &&
     AGENDER_MODELS=../shared/models python3 -m pytest -q -m arm64_smoke -p no:cacheprovider'
   mark tests
 fi
