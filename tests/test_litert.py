@@ -35,7 +35,7 @@ def test_litert_cydral_matches_onnxruntime_on_faces_dev_chips(dev_chips):
     ort = CydralEstimator(device="cpu", variant="fp32", threads=1, crop_padding=0)
     lite = CydralEstimator(device="cpu", variant="fp32", threads=1, crop_padding=0, runtime="litert")
     a, b = ort.estimate(dev_chips), lite.estimate(dev_chips)
-    # measured on all 1504 chips: max |Δage| 0.07 y (float16 weights of the age net), p_male 1e-6
+    # measured: every 10th chip max |Δage| 0.071 y, all 1504 chips 0.105 y (float16 age weights); p_male 2e-6
     assert np.nanmax(np.abs(a.age - b.age)) < 0.1
     assert np.nanmax(np.abs(a.p_male - b.p_male)) < 1e-4
     assert ((a.p_male >= 0.5) == (b.p_male >= 0.5)).all()
