@@ -63,7 +63,11 @@ class Analyzer:
         padding: float | None = None,
         batch_size: int = 32,
         min_gender_conf: float | None = None,
+        runtime: str = "onnxruntime",
+        threads: int | None = None,
     ):
+        # runtime/threads: agender.runtimes (onnxruntime | litert | auto) for the nets that have one
+        self.runtime = runtime
         self.models = models if isinstance(models, ModelStore) else ModelStore(models)
         # Abstention: a face whose gender confidence max(p, 1 - p) is below this gets no gender
         # (p_male NaN): every output then leaves it empty and it casts no vote in its track's
@@ -74,12 +78,14 @@ class Analyzer:
         self.batch_size = max(1, int(batch_size))
         self.conf = conf
         self.detector: Detector | None = (
-            None if detector in (None, "none") else create_detector(detector, models=self.models, device=device, conf=conf)
+            None if detector in (None, "none") else create_detector(detector, models=self.models, device=device, conf=conf,
+                                                                  runtime=runtime, threads=threads)
         )
         # "auto": the detector's own choice (YuNet 480 px), else 640; None or 0: the full frame
         self.detect_width = (getattr(self.detector, "default_detect_width", DEFAULT_DETECT_WIDTH)
                              if detect_width == "auto" else detect_width)
-        self.estimator: Estimator = create_estimator(estimator, models=self.models, device=device)
+        self.estimator: Estimator = create_estimator(estimator, models=self.models, device=device,
+                                                     runtime=runtime, threads=threads)
         self.padding = self.estimator.default_padding if padding is None else float(padding)
         if hasattr(self.estimator, "crop_padding"):  # estimators that find the box inside the crop
             self.estimator.crop_padding = self.padding
@@ -92,7 +98,7 @@ class Analyzer:
         return getattr(self.estimator, "device_used", "CPU")
 
     def describe(self) -> dict:
-        return {
+        d = {
             "detector": getattr(self.detector, "name", None),
             "estimator": self.estimator.name,
             "device": self.device_used,
@@ -101,6 +107,9 @@ class Analyzer:
             "min_face": self.min_face,
             **({"min_gender_conf": self.min_gender_conf} if self.min_gender_conf is not None else {}),
         }
+        if self.runtime != "onnxruntime":  # another runtime, other rows (default runs keep their fingerprint)
+            d["runtime"] = self.runtime
+        return d
 
     def model_files(self) -> list[Path]:
         """Every model file in use, once each: what the store resolved, then the files the

@@ -29,6 +29,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="detect on every Nth frame and track in between, as in analyze (default 1)")
     p.add_argument("--track-between", choices=("kcf", "csrt", "mil", "kalman", "hold"), default="kalman",
                    help="how boxes move between detections with --detect-every (default kalman)")
+    p.add_argument("--compare-runtimes", action="store_true", dest="compare_runtimes",
+                   help="run the bench once per runtime (onnxruntime, litert, auto) in this process and print "
+                        "them side by side: pipeline frames/s, ms per face, ms per detector frame")
     add_model_options(p)
     p.set_defaults(func=run, _parser=p)
     return p
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     VideoSource(args.video).close()  # a bad clip fails here, in one line, before models load
     with offline_threads():
-        analyzer = build_analyzer(args)
+        analyzer = None if args.compare_runtimes else build_analyzer(args)
         from agender.exports import TrackOptions
 
         if not args.track and args.detect_every > 1:
@@ -48,6 +51,13 @@ def run(args: argparse.Namespace) -> int:
         track = TrackOptions(enabled=args.track, detect_every=args.detect_every, between=args.track_between)
         opts = dict(min_seconds=args.min_seconds, max_frames=args.max_frames, group_frames=args.group_frames,
                     track=track)
+        if args.compare_runtimes:
+            from agender.bench_runtimes import compare, format_compare
+
+            res = compare(args.video, lambda rt: build_analyzer(argparse.Namespace(**{**vars(args), "runtime": rt})),
+                          bench, **opts)
+            print(json.dumps(res, indent=2) if args.json else format_compare(res))
+            return 0
         seeds = []
         if args.vs_seed:
             # seed, this configuration, seed again (A-B-A): a machine whose load drifts during the

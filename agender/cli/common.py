@@ -130,8 +130,33 @@ def device_name(text: str) -> str:
     return text
 
 
+def runtime_name(text: str) -> str:
+    from agender.errors import AgenderError
+    from agender.runtimes import check_runtime
+
+    try:
+        return check_runtime(text)
+    except AgenderError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_runtime_options(g) -> None:
+    """--runtime, --threads, --profile (agender.runtimes, agender.profiles)."""
+    from agender.profiles import PROFILES, profile_name
+
+    g.add_argument("--runtime", type=runtime_name, default=None,
+                   help="inference runtime for yunet and cydral: onnxruntime (default), litert (TensorFlow Lite "
+                        "+ XNNPACK, pip install 'agender[litert]'), auto (the faster, timed on the first input)")
+    g.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="threads per net (default: half the physical cores offline, AGENDER_THREADS overrides)")
+    g.add_argument("--profile", type=profile_name, default=None,
+                   help="preset for runtime, threads, detect width, detect-every: "
+                        + "; ".join(f"{p.name} = {p.why}" for p in PROFILES.values()))
+
+
 def add_model_options(p: argparse.ArgumentParser, *, detect: bool = True) -> None:
     g = p.add_argument_group("models")
+    add_runtime_options(g)
     if detect:
         g.add_argument("--detector", default="auto", type=detector_spec, help=f"face detector: {detector_help()}")
     g.add_argument("--estimator", default="auto", type=estimator_spec,
@@ -165,6 +190,9 @@ def build_analyzer(args: argparse.Namespace, *, no_detect: bool = False, for_eva
     ``for_eval``: ``agender eval`` applies ``--min-gender-conf`` when scoring (so it can report
     coverage and accuracy), not in the analyzer."""
     from agender.analyzer import DEFAULT_MIN_FACE, Analyzer
+    from agender.profiles import apply_profile
+
+    apply_profile(args, getattr(args, "_parser", None))
 
     return Analyzer(
         detector=None if no_detect else getattr(args, "detector", "auto"),
@@ -177,6 +205,8 @@ def build_analyzer(args: argparse.Namespace, *, no_detect: bool = False, for_eva
         padding=args.padding,
         batch_size=args.batch_size,
         min_gender_conf=None if for_eval else getattr(args, "min_gender_conf", None),
+        runtime=getattr(args, "runtime", None) or "onnxruntime",
+        threads=getattr(args, "threads", None),
     )
 
 

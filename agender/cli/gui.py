@@ -33,6 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="blur faces on screen and store nothing (snapshot and record disabled)")
     p.add_argument("--max-speed", action="store_true", dest="max_speed",
                    help="play files as fast as they decode instead of at their native frame rate")
+    from agender.cli.common import add_runtime_options, positive_float, positive_int
+
+    add_runtime_options(p)
+    p.add_argument("--detect-width", type=positive_int, metavar="PX", dest="detect_width",
+                   help="detect on a copy whose long side is at most PX (default: remembered, 640)")
+    p.add_argument("--watchdog", type=positive_float, metavar="S",
+                   help="exit (status 75, for the kiosk service to restart) when no new frame reached the screen "
+                        "for S seconds: a frozen camera or display loop")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -53,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise AgenderError(f"the GUI needs PyQt5 ({exc}); install it with: pip install 'agender[gui]'") from None
     from agender.gui.app import run_gui
+    from agender.profiles import apply_profile
 
-    return run_gui(GuiConfig.from_args(args))
+    return run_gui(GuiConfig.from_args(apply_profile(args)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ import sys
 from agender import __version__
 from agender.errors import AgenderError
 
-SUBCOMMANDS = ("analyze", "eval", "bench", "models", "gui")
+SUBCOMMANDS = ("analyze", "eval", "bench", "models", "gui", "kiosk")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from agender.profiles import apply_profile
+
+        apply_profile(args, getattr(args, "_parser", None))  # --profile fills what was left at its default
         return int(args.func(args) or 0)
     except AgenderError as exc:
         print(f"agender: error: {exc}", file=sys.stderr)

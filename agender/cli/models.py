@@ -1,4 +1,4 @@
-"""`agender models list | fetch [NAME...] | verify | path` — see and manage model files.
+"""`agender models list | fetch [NAME...] | verify | path | convert --to tflite` — see and manage model files.
 
 A thin shell over :mod:`agender.models.store` (where files are found, what their sha256 must be)
 and :mod:`agender.models.fetch` (how they are downloaded). Exit status: 0 ok, 1 a file failed
@@ -45,6 +45,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     v = sub.add_parser("verify", parents=[common], help="check the sha256 of every model file found")
     v.add_argument("names", nargs="*", metavar="NAME", help=names_help)
     sub.add_parser("path", parents=[common], help="print the model search path, one directory per line")
+    from agender.cli.convert import add_convert_parser
+
+    add_convert_parser(sub, common)
     p.set_defaults(_models_parser=p)
     return p
 
@@ -55,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
     if action is None:
         args._models_parser.print_help(sys.stderr)
         return 2
+    if action == "convert":
+        from agender.cli.convert import run_convert
+
+        return run_convert(args)
     return {"list": _list, "fetch": _fetch, "verify": _verify, "path": _path}[action](store, args)
 
 

@@ -97,6 +97,8 @@ def create_detector(
     device: str = "auto",
     conf: float | None = None,
     min_face: int | None = None,
+    runtime: str = "onnxruntime",
+    threads: int | None = None,
 ) -> Detector:
     """Build a detector from ``"name"`` or ``"name:variant"`` (e.g. ``"haar:alt"``).
 
@@ -114,7 +116,8 @@ def create_detector(
         broken: list[tuple[str, Exception]] = []  # found but unusable: worth one warning each
         for cand in AUTO_ORDER:
             try:
-                det = create_detector(cand, models=models, device=device, conf=conf, min_face=min_face)
+                det = create_detector(cand, models=models, device=device, conf=conf, min_face=min_face,
+                                      runtime=runtime, threads=threads)
             except AgenderError as exc:
                 last = exc
                 if not getattr(exc, "missing", False):
@@ -136,4 +139,8 @@ def create_detector(
         kwargs["conf"] = conf
     if min_face is not None:
         kwargs["min_face"] = min_face
-    return _load_class(name)(**kwargs)
+    klass = _load_class(name)
+    from agender.runtimes import runtime_kwargs
+
+    kwargs.update(runtime_kwargs(klass, f"detector {name}", runtime, threads))
+    return klass(**kwargs)

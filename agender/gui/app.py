@@ -23,7 +23,8 @@ def make_window(cfg: GuiConfig, settings=None, **kwargs):
 
     settings = settings or Settings()
     models = settings.model_config()
-    over = {k: getattr(cfg, k) for k in ("detector", "estimator", "device", "models") if getattr(cfg, k)}
+    over = {k: getattr(cfg, k) for k in ("detector", "estimator", "device", "models", "runtime", "threads",
+                                         "detect_width") if getattr(cfg, k)}
     models = replace(models, **over)
     overlay = settings.overlay()
     if cfg.privacy:
@@ -64,5 +65,13 @@ def run_gui(cfg: GuiConfig) -> int:
             win.finish()
 
         QTimer.singleShot(int(EXIT_AFTER_WATCHDOG_S * 1000), give_up)
+    dog = None
+    if cfg.watchdog is not None:
+        from agender.kiosk.watchdog import Watchdog, attach
+
+        dog = Watchdog(cfg.watchdog).start()
+        win._watchdog_timer = attach(win, dog)
     app.exec_()
+    if dog is not None:
+        dog.stop()
     return win.exit_code

@@ -22,6 +22,10 @@ class GuiConfig:
     privacy: bool = False
     stats_json: str | None = None  # write the run's live figures here when the window closes
     max_speed: bool = False  # files: decode as fast as possible instead of at their native fps
+    runtime: str | None = None  # agender.runtimes: onnxruntime | litert | auto
+    threads: int | None = None
+    detect_width: int | None = None
+    watchdog: float | None = None  # seconds without a new frame on screen before exiting (agender.kiosk)
 
     @classmethod
     def from_args(cls, args) -> "GuiConfig":

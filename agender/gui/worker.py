@@ -54,12 +54,16 @@ class ModelConfig:
     conf: float | None = None
     padding: float | None = None
     tracking: bool = True  # ids + per-person smoothed age/gender (steadier labels, people counted once)
+    runtime: str = "onnxruntime"  # agender.runtimes (--runtime / --profile)
+    threads: int | None = None
 
     def needs_new_detector(self, other: "ModelConfig") -> bool:
-        return (self.detector, self.device, self.models, self.conf) != (other.detector, other.device, other.models, other.conf)
+        return ((self.detector, self.device, self.models, self.conf, self.runtime, self.threads)
+                != (other.detector, other.device, other.models, other.conf, other.runtime, other.threads))
 
     def needs_new_estimator(self, other: "ModelConfig") -> bool:
-        return (self.estimator, self.device, self.models) != (other.estimator, other.device, other.models)
+        return ((self.estimator, self.device, self.models, self.runtime, self.threads)
+                != (other.estimator, other.device, other.models, other.runtime, other.threads))
 
 
 @dataclass
@@ -88,7 +92,9 @@ def _build(config: ModelConfig, old: Any, old_config: ModelConfig | None, factor
 
     with offline_threads():  # sessions made now keep half the cores each (see the module docstring)
         an = factory(detector=det, estimator=est, device=config.device, models=config.models,
-                     detect_width=config.detect_width, conf=config.conf, padding=config.padding)
+                     detect_width=config.detect_width, conf=config.conf, padding=config.padding,
+                     **({"runtime": config.runtime, "threads": config.threads}
+                        if (config.runtime, config.threads) != ("onnxruntime", None) else {}))
     _warm_up(an)
     return an
 
