@@ -83,7 +83,8 @@ class AgenderEstimator:
 
     def __init__(self, models=None, device: str = "auto", variant: str = "", *,
                  crop_padding: float | None = None, threads: int | None = None,
-                 model_path: str | Path | None = None, load_net: bool = True, flip: bool = True):
+                 model_path: str | Path | None = None, load_net: bool = True, flip: bool = True,
+                 runtime: str = "onnxruntime"):
         if variant not in ("", "v1", "fp32", "int8"):
             raise AgenderError(f"estimator agender has no variant {variant!r} (int8, the default, or fp32)")
         self.flip = bool(flip)
@@ -107,10 +108,24 @@ class AgenderEstimator:
         self.model_path = path
         self.model_files.append(path)
         self.meta = read_metadata(path)
+        from agender.runtimes import check_runtime, open_session
+
+        runtime = check_runtime(runtime)
         net_path, opt = path, "extended"
-        if variant in ("", "int8"):
+        if variant in ("", "int8") and runtime == "litert":
+            # no quantized .tflite has passed the int8 agreement check: the float conversion runs
+            log.info("agender:int8 with --runtime litert runs the float .tflite net")
+        elif variant in ("", "int8"):
             net_path, opt = self._int8_net(path)
-        self._net = OnnxSession(net_path, device=device, threads=threads, name=str(net_path), opt_level=opt)
+        ort = None if runtime == "litert" else OnnxSession(net_path, device=device, threads=threads,
+                                                           name=str(net_path), opt_level=opt)
+        if ort is not None:
+            ort.runtime = "onnxruntime"
+        # the shipped .tflite is the conversion of the shipped net only (a retrained one has none)
+        key = "agender-net-v1" if path == packaged_model() else None
+        self._net = open_session(path, runtime=runtime, device=device, threads=threads, name=str(net_path),
+                                 tflite_key=key, onnx_session=ort, compare_outputs=net_path == path)
+        self.runtime = runtime
         self.device_used = self._net.device_used
 
     def _int8_net(self, path: Path) -> tuple[Path, str]:

@@ -193,7 +193,7 @@ def runtime_kwargs(klass: Any, what: str, runtime: str, threads: int | None) -> 
     if "runtime" in params:
         out["runtime"] = runtime
     elif runtime == "litert":
-        raise AgenderError(f"{what} has no LiteRT runtime (LiteRT runs yunet and cydral); "
+        raise AgenderError(f"{what} has no LiteRT runtime (LiteRT runs yunet, agender and cydral); "
                            "use --runtime onnxruntime or auto")
     if threads is not None and "threads" in params:
         out["threads"] = int(threads)

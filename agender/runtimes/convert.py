@@ -65,9 +65,18 @@ def _frame() -> dict[str, np.ndarray]:
     return {"input": (rng.random((1, 3, 288, 480)) * 255).astype(np.float32)}
 
 
+def _agender(models: Any = None) -> Path:
+    from agender.estimators.agender_net import packaged_model
+
+    return packaged_model()
+
+
 CONVERTIBLE = {
     c.key: c
     for c in (
+        # our own net (age_gender_net/agender.md): ours to ship; its license is the data's
+        Convertible("agender-net-v1", "agender", "non-commercial research (UTKFace/AAF terms)", True, _agender,
+                    lambda: _chips(64)),
         Convertible("cydral-age-v1", "cydral", "CC0-1.0", True, lambda m: _cydral("age", m), lambda: _chips(64)),
         Convertible("cydral-gender-v1", "cydral", "CC0-1.0", True, lambda m: _cydral("gender", m), lambda: _chips(32)),
         Convertible("yunet", "yunet", "MIT", True, _yunet, _frame),
@@ -131,7 +140,11 @@ def convert(key: str, dest: Path, *, weights: str = "auto", models: Any = None) 
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="agender-tflite-") as tmp:
         folded = Path(tmp) / f"{key}.onnx"
-        onnx.save(fold_conv_affine(onnx.load(str(src))), str(folded))
+        from agender.estimators.cydral_int8 import fold_fp16_initializers
+
+        model = onnx.load(str(src))
+        fold_fp16_initializers(model)  # agender's net stores float16 weights behind Cast nodes
+        onnx.save(fold_conv_affine(model), str(folded))
         log.info("converting %s (%s) with onnx2tf", key, src)
         onnx2tf.convert(input_onnx_file_path=str(folded), output_folder_path=str(Path(tmp) / "out"),
                         output_signaturedefs=True, copy_onnx_input_output_names_to_tflite=True,
