@@ -8,7 +8,6 @@ that is being retried), the idle screen in kiosk mode.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +32,7 @@ from agender.gui.stats import SeenStats, StatsChart
 from agender.gui.transport import TransportBar
 from agender.gui.video_view import VideoView
 from agender.gui.worker import InferenceWorker, ModelConfig, Result, annotated_frame
+from agender.gui.workers import create_worker, error_message
 from agender.io.sources import open_source
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class MainWindow(QMainWindow):
         self._ended_at: int | None = None  # --exit-after: the file ended on this frame index
         self.source_warning = ""  # shown as the banner while this source plays (e.g. truncated file)
         self._epoch = 0
+        self._probes: list = []  # camera probes still running (kept alive until they end)
         self._orphans: list = []  # threads that outlived their stop budget (kept alive until they end)
 
         # widgets
@@ -155,7 +156,7 @@ class MainWindow(QMainWindow):
         self.worker.result_ready.connect(self._on_result)
         self.worker.models_loaded.connect(self._on_models_loaded)
         self.worker.models_failed.connect(self._on_models_failed)
-        self.worker.error.connect(self._on_worker_error)
+        self.worker.errored.connect(self._on_worker_error)
         self.worker.recording.connect(self._on_recording)
         self.view.resized.connect(self.worker.set_display_size)
         self.view.file_dropped.connect(self.open_source)
@@ -264,15 +265,16 @@ class MainWindow(QMainWindow):
 
     def scan_cameras(self) -> None:
         """Enumerate the cameras that open, off the UI thread (probing is slow)."""
-        def probe() -> None:
-            try:
-                found = list_cameras()
-            except Exception:  # noqa: BLE001
-                found = []
-            if not self._closing:
-                self.cameras_found.emit(found)
+        probe = create_worker(list_cameras, name="camera-probe")
+        probe.returned.connect(self._on_cameras_probed)
+        probe.errored.connect(lambda exc: self._on_cameras_probed([]))  # a probe that fails finds none
+        probe.finished.connect(lambda: self._probes.remove(probe) if probe in self._probes else None)
+        self._probes.append(probe)  # alive until its thread ends
+        probe.start()
 
-        threading.Thread(target=probe, name="camera-probe", daemon=True).start()
+    def _on_cameras_probed(self, found: list[int]) -> None:
+        if not self._closing:
+            self.cameras_found.emit(list(found))
 
     def _fill_camera_menu(self, found: list[int]) -> None:
         self.camera_menu.clear()
@@ -350,7 +352,8 @@ class MainWindow(QMainWindow):
             x for x in (f"{fc} frame{'s' * (fc != 1)}" if fc else "", f"{fps:g} fps" if fps else "") if x)
         self.panel.set_source(info.get("spec", info.get("name", "")), detail)
 
-    def _on_source_failed(self, message: str, retry_in: float) -> None:
+    def _on_source_failed(self, exc: BaseException, retry_in: float) -> None:
+        message = error_message(exc, self.source_spec)
         if retry_in >= 0:
             text = f"{message} — retrying in {retry_in:.0f} s" if retry_in >= 1 else f"{message} — retrying"
             if self.kiosk:
@@ -476,7 +479,8 @@ class MainWindow(QMainWindow):
         self.panel.set_readout("device", text)
         self.status_label.setText(f"{info.get('detector')} + {info.get('estimator')} on {dev}")
 
-    def _on_models_failed(self, message: str, cfg: ModelConfig) -> None:
+    def _on_models_failed(self, exc: BaseException, cfg: ModelConfig) -> None:
+        message = error_message(exc)
         cur = self.worker.config
         if cur is not None:
             self.panel.set_model_config(cur)  # show what is really running
@@ -505,7 +509,8 @@ class MainWindow(QMainWindow):
 
         self._fetch_thread = start_fetch(self, name, done)
 
-    def _on_worker_error(self, message: str) -> None:
+    def _on_worker_error(self, exc: BaseException) -> None:
+        message = error_message(exc)
         self.statusBar().showMessage(message, 8000)
         if self.kiosk:
             return
@@ -744,6 +749,9 @@ class MainWindow(QMainWindow):
         if not self.worker.wait(int(left * 1000)):
             log.warning("inference still busy after %.1f s; leaving it to finish in the background", left)
             self._orphans.append(self.worker)
+        for probe in list(self._probes):  # a camera probe cannot be interrupted: give it what is left
+            if not probe.wait(int(max(0.05, CLOSE_BUDGET_S - (time.monotonic() - t0)) * 1000)):
+                self._orphans.append(probe)
         return time.monotonic() - t0
 
     def closeEvent(self, event) -> None:  # noqa: N802
