@@ -12,26 +12,27 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from PyQt5.QtCore import Qt, QTimer, pyqtSignal
+from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtGui import QKeySequence
 from PyQt5.QtWidgets import (QAction, QApplication, QLabel, QMainWindow, QScrollArea, QSplitter, QVBoxLayout,
                              QWidget)
 
 from agender.gui.adapt import MODES
-from agender.gui.capture import Backoff, CaptureThread, FrameSlot, is_live_spec, list_cameras
+from agender.gui.capture import Backoff, CaptureThread, FrameSlot
 from agender.gui.dialogs import Dialogs, fetch_name, start_fetch
 from agender.gui.kiosk import apply_kiosk, paint_idle
 from agender.gui.livestats import RunStats, write_json
 from agender.gui.overlay import OverlayOptions
 from agender.gui.panel import ControlPanel
 from agender.gui.settings import Settings
+from agender.gui.source_control import SourceControl
 from agender.gui.readouts import Readouts
 from agender.gui.record_snapshot import RecordSnapshot
 from agender.gui.stats import SeenStats, StatsChart
 from agender.gui.transport import TransportBar
 from agender.gui.video_view import VideoView
 from agender.gui.worker import InferenceWorker, ModelConfig, Result
-from agender.gui.workers import create_worker, error_message
+from agender.gui.workers import error_message
 from agender.io.sources import open_source
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class MainWindow(QMainWindow):
         self._epoch = 0
         self._probes: list = []  # camera probes still running (kept alive until they end)
         self._orphans: list = []  # threads that outlived their stop budget (kept alive until they end)
+        self.source_control = SourceControl(self)
 
     def _build_widgets(self, cfg: ModelConfig, ov: OverlayOptions) -> None:
         """Picture, transport and chart on the left; the control panel on the right (pure layout)."""
@@ -160,15 +162,15 @@ class MainWindow(QMainWindow):
         self.transport.play_toggled.connect(self.toggle_pause)
         self.transport.step.connect(self.step)
         self.transport.seek.connect(self.seek)
-        self.transport.loop_toggled.connect(self._on_loop)
+        self.transport.loop_toggled.connect(self.source_control.set_loop)
         self.panel.models_changed.connect(self.set_models)
         self.panel.overlay_changed.connect(self.set_overlay)
-        self.panel.open_file.connect(self.ask_open_file)
-        self.panel.open_url.connect(self.ask_open_url)
+        self.panel.open_file.connect(self.source_control.ask_open_file)
+        self.panel.open_url.connect(self.source_control.ask_open_url)
         self.panel.camera_chosen.connect(lambda i: self.open_source(f"cam:{i}"))
         self.panel.rescan.connect(self.scan_cameras)
         self.cameras_found.connect(self.panel.set_cameras)
-        self.cameras_found.connect(self._fill_camera_menu)
+        self.cameras_found.connect(self.source_control.fill_camera_menu)
         self.worker.set_display_size(self.view.width(), self.view.height())
         self.worker.start()
 
@@ -198,16 +200,17 @@ class MainWindow(QMainWindow):
         return a
 
     def _build_actions(self) -> None:
-        self.act_open = self._action("&Open file…", self.ask_open_file, QKeySequence.Open)
-        self.act_url = self._action("Open &URL…", self.ask_open_url, "Ctrl+U")
+        self.act_open = self._action("&Open file…", self.source_control.ask_open_file, QKeySequence.Open)
+        self.act_url = self._action("Open &URL…", self.source_control.ask_open_url, "Ctrl+U")
         self.act_snapshot = self._action("&Snapshot", self.snapshot, "S")
         self.act_record = self._action("&Record", self.toggle_record, "R", checkable=True)
         # "Ctrl+Q" spelled out: QKeySequence.Quit is empty on platforms without a desktop theme
         self.act_quit = self._action("&Quit", self.request_quit, "Ctrl+Q")
         self.act_pause = self._action("&Pause", self.toggle_pause, "Space")
-        self.act_back = self._action(f"&Back {SEEK_STEP_S:g} s", lambda: self.seek_by(-SEEK_STEP_S), "Left")
-        self.act_forward = self._action(f"&Forward {SEEK_STEP_S:g} s", lambda: self.seek_by(SEEK_STEP_S), "Right")
-        self.act_prev_frame = self._action("P&revious frame", self.step_back, ",")
+        src = self.source_control
+        self.act_back = self._action(f"&Back {SEEK_STEP_S:g} s", lambda: src.seek_by(-SEEK_STEP_S), "Left")
+        self.act_forward = self._action(f"&Forward {SEEK_STEP_S:g} s", lambda: src.seek_by(SEEK_STEP_S), "Right")
+        self.act_prev_frame = self._action("P&revious frame", self.source_control.step_back, ",")
         self.act_next_frame = self._action("&Next frame", self.step, ".")
         self.act_full = self._action("&Fullscreen", self.toggle_fullscreen, "F")
         # Esc is not a shortcut: shortcuts see keys before widgets do, so an Esc meant to close a
@@ -238,205 +241,22 @@ class MainWindow(QMainWindow):
         m.addAction("Keys: Space pause · ←/→ 5 s · ,/. frame · S snapshot · R record · F fullscreen · "
                     "Esc leave fullscreen/quit · Ctrl+O open").setEnabled(False)
 
-    # -- sources -----------------------------------------------------------------------------
-    def ask_open_file(self) -> None:
-        if self.kiosk:
-            return
-        path = self.dialogs.open_file(self, self.settings.last_dir)
-        if path:
-            self.settings.last_dir = str(Path(path).parent)
-            self.open_source(path)
-
-    def ask_open_url(self) -> None:
-        if self.kiosk:
-            return
-        url = self.dialogs.open_url(self)
-        if url:
-            self.open_source(url)
-
-    def scan_cameras(self) -> None:
-        """Enumerate the cameras that open, off the UI thread (probing is slow)."""
-        probe = create_worker(list_cameras, name="camera-probe")
-        probe.returned.connect(self._on_cameras_probed)
-        probe.errored.connect(lambda exc: self._on_cameras_probed([]))  # a probe that fails finds none
-        probe.finished.connect(lambda: self._probes.remove(probe) if probe in self._probes else None)
-        self._probes.append(probe)  # alive until its thread ends
-        probe.start()
-
-    def _on_cameras_probed(self, found: list[int]) -> None:
-        if not self._closing:
-            self.cameras_found.emit(list(found))
-
-    def _fill_camera_menu(self, found: list[int]) -> None:
-        self.camera_menu.clear()
-        for i in found:
-            self.camera_menu.addAction(f"Camera {i}", lambda i=i: self.open_source(f"cam:{i}"))
-        if not found:
-            self.camera_menu.addAction("No camera found").setEnabled(False)
-        self.camera_menu.addSeparator()
-        self.camera_menu.addAction("Rescan", self.scan_cameras)
-
+    # -- sources and player (SourceControl) ---------------------------------------------------
     def open_source(self, spec: str) -> None:
         """Stop the current source (if any) and start ``spec``."""
-        spec = str(spec)
-        self._stop_capture()
-        self._epoch += 1
-        self.slot.reset()  # and "Dropped" counts this source's frames only
-        self.run_stats.reset()
-        self._stats_base: tuple | None = None
-        self.worker.stale_seqs = []  # sequence numbers restart with the new capture thread
-        self.source_spec = spec
-        self.source_info = {}
-        self.source_warning = ""
-        self._ended_at = None
-        self.last_result = None
-        self.panel.set_source(spec)
-        self.readouts.reset()
-        self.transport.set_source(None, 0.0, seekable=False)
-        self.view.set_banner("")
-        live = is_live_spec(spec)
-        cap = CaptureThread(spec, self.slot, opener=self.opener, realtime=self.realtime,
-                            loop=self.transport.loop_box.isChecked(), backoff=self.backoff_factory(),
-                            generation=self._epoch << 20, ready=self.worker.ready)
-        cap.opened.connect(self._on_opened)
-        cap.failed.connect(self._on_source_failed)
-        cap.position.connect(self.transport.set_position)
-        cap.ended.connect(self._on_ended)
-        cap.truncated.connect(self._on_truncated)
-        cap.paused_changed.connect(self.transport.set_paused)
-        self.capture = cap
-        self.transport.set_paused(False)
-        # the previous source's picture (and its boxes) must not stay on screen under this one's messages
-        self.view.clear(f"Connecting to {spec}…" if live else f"Opening {Path(spec).name}…")
-        cap.start()
+        self.source_control.open_source(spec)
 
-    def _stop_capture(self, timeout_s: float = 1.0) -> bool:
-        cap, self.capture = self.capture, None
-        if cap is None:
-            return True
-        for sig in (cap.opened, cap.failed, cap.position, cap.ended, cap.truncated, cap.paused_changed):
-            try:
-                sig.disconnect()
-            except TypeError:
-                pass
-        cap.stop()
-        ok = cap.wait(int(timeout_s * 1000))
-        if not ok:
-            log.warning("capture thread did not stop within %.1f s", timeout_s)
-            self._orphans.append(cap)  # keep the QThread object alive until it ends
-        return ok
+    def scan_cameras(self) -> None:
+        self.source_control.scan_cameras()
 
-    def _on_opened(self, info: dict) -> None:
-        self.source_info = info
-        self.worker.source_fps = float(info.get("fps") or 25.0)
-        self.settings.source = info.get("spec", "")
-        self.view.set_banner(self.source_warning)
-        if self.kiosk:
-            self.view.set_idle(False)
-        fc = info.get("frame_count")
-        self.transport.set_source(fc, info.get("fps", 0.0), seekable=not info.get("is_live") and bool(fc))
-        fps = info.get("fps") or 0.0
-        detail = "live" if info.get("is_live") else " · ".join(
-            x for x in (f"{fc} frame{'s' * (fc != 1)}" if fc else "", f"{fps:g} fps" if fps else "") if x)
-        self.panel.set_source(info.get("spec", info.get("name", "")), detail)
-
-    def _on_source_failed(self, exc: BaseException, retry_in: float) -> None:
-        message = error_message(exc, self.source_spec)
-        if retry_in >= 0:
-            text = f"{message} — retrying in {retry_in:.0f} s" if retry_in >= 1 else f"{message} — retrying"
-            if self.kiosk:
-                self.view.set_idle(True, message)
-            elif not self.view.has_frame:
-                self.view.set_message(text)
-            else:
-                self.view.set_banner(text)
-            self.statusBar().showMessage(text, 5000)
-            return
-        self.view.clear(message)
-        if self.exit_after is not None:  # automated run: the one line goes to stderr, exit 1
-            log.error("error: %s", message)
-            self.exit_code = 1
-            QTimer.singleShot(0, self.finish)
-        elif not self.kiosk:
-            self.dialogs.error(self, "Cannot open source", message)
-
-    def _on_ended(self) -> None:
-        self.transport.set_paused(True)
-        if self.exit_after is not None:
-            # the last frame is still in the worker (which may still be loading its models):
-            # finish once it is drawn, so the screenshot shows a result, never "Opening …"
-            last = self.capture.last_index if self.capture is not None else None
-            self._ended_at = -1 if last is None else last
-            res = self.last_result
-            if res is not None and self._is_current(res) and res.captured.frame.index >= self._ended_at:
-                self.finish()
-            elif last is None:
-                QTimer.singleShot(300, self.finish)  # nothing was read: nothing to wait for
-            else:
-                QTimer.singleShot(30000, self.finish)  # a worker that never delivers must not hang the run
-
-    def _on_truncated(self, frames: int, declared: int) -> None:
-        """A file that stops decoding long before its header's frame count: say so, and show its
-        real length (the slider, the panel) instead of a clip that seems to loop its first second."""
-        name = Path(self.source_spec or "").name or "video"
-        fps = self.transport.fps
-        took = f" ({frames / fps:.1f} s)" if fps else ""
-        self.source_warning = (f"{name}: the video ends at frame {frames} of {declared} (truncated or corrupt file); "
-                               f"playing the {frames} frames{took} that decode")
-        log.warning("%s", self.source_warning)
-        self.view.set_banner(self.source_warning)
-        self.statusBar().showMessage(self.source_warning, 10000)
-        self.transport.set_frame_count(frames)
-        self.source_info["frame_count"] = frames
-        detail = " · ".join(x for x in (f"{frames} of {declared} frames decode", f"{fps:g} fps" if fps else "") if x)
-        self.panel.set_source(self.source_info.get("spec", self.source_spec or ""), detail)
-
-    # -- player ------------------------------------------------------------------------------
     def toggle_pause(self) -> None:
-        if self.capture is not None:
-            self.capture.set_paused(not self.capture.paused)
+        self.source_control.toggle_pause()
 
     def step(self) -> None:
-        if self.capture is not None:
-            self.capture.set_paused(True)
-            self.capture.step()
+        self.source_control.step()
 
     def seek(self, index: int) -> None:
-        if self.capture is not None:
-            n = self.transport.frame_count
-            self.capture.seek(min(int(index), n - 1) if n else int(index))
-
-    def _position(self) -> int:
-        """The frame on screen (the last one read, before the first result arrives)."""
-        res = self.last_result
-        if res is not None and self._is_current(res):
-            return int(res.captured.frame.index)
-        idx = self.capture.last_index if self.capture is not None else None
-        return int(idx or 0)
-
-    def _seekable(self) -> bool:
-        return self.capture is not None and self.transport.slider.isEnabled()
-
-    def seek_by(self, seconds: float) -> None:
-        """Left / Right arrow: jump ``seconds`` back or forward (files), clamped to the clip."""
-        if not self._seekable():
-            return
-        fps = self.transport.fps or self.worker.source_fps or 25.0
-        n = self.transport.frame_count
-        target = max(0, self._position() + int(round(seconds * fps)))
-        self.seek(min(target, n - 1) if n else target)
-
-    def step_back(self) -> None:
-        """``,``: pause and show the previous frame."""
-        if not self._seekable():
-            return
-        self.capture.set_paused(True)
-        self.seek(max(0, self._position() - 1))
-
-    def _on_loop(self, on: bool) -> None:
-        self.settings.loop = on
-        if self.capture is not None:
-            self.capture.set_loop(on)
+        self.source_control.seek(index)
 
     # -- models and overlay --------------------------------------------------------------------
     def set_models(self, cfg: ModelConfig) -> None:
@@ -662,7 +482,7 @@ class MainWindow(QMainWindow):
         if self.capture is not None:
             self.capture.stop()
         self.worker.stop()
-        self._stop_capture(timeout_s=CLOSE_BUDGET_S / 2)
+        self.source_control.stop_capture(timeout_s=CLOSE_BUDGET_S / 2)
         left = max(0.05, CLOSE_BUDGET_S - (time.monotonic() - t0))
         if not self.worker.wait(int(left * 1000)):
             log.warning("inference still busy after %.1f s; leaving it to finish in the background", left)
