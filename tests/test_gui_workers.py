@@ -111,3 +111,20 @@ def test_sleep_returns_false_once_quit_was_asked():
     assert w.sleep(0.0) is True
     w.quit()
     assert w.sleep(10.0) is False and w.should_quit
+
+
+def test_the_capture_worker_reports_the_exception_object_and_the_window_wording_is_unchanged(qtbot):
+    from agender.gui.capture import CaptureThread, FrameSlot
+
+    def opener(spec):
+        raise OSError("device busy")
+
+    cap = CaptureThread("clip.mp4", FrameSlot(), opener=opener, reconnect=False)
+    got: list = []
+    cap.failed.connect(lambda exc, delay: got.append((exc, delay)))
+    with qtbot.waitSignal(cap.finished, timeout=5000):
+        cap.start()
+    assert cap.wait(1000)
+    (exc, delay), = got
+    assert isinstance(exc, OSError) and delay == -1.0
+    assert error_message(exc, cap.spec) == "clip.mp4: OSError: device busy"
