@@ -17,9 +17,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from PyQt5.QtCore import QThread, pyqtSignal
+from PyQt5.QtCore import pyqtSignal
 
-from agender.errors import AgenderError, SourceError
+from agender.errors import SourceError
+from agender.gui.workers import Worker, error_message
 from agender.io.mailbox import Mailbox
 from agender.io.sources import CameraSource, Frame, is_url, open_source, parse_camera
 
@@ -152,12 +153,12 @@ class _Playback:
             self.at_end = False
 
 
-class CaptureThread(QThread):
+class CaptureThread(Worker):
     """Reads ``spec`` into ``slot``; controllable from the UI thread (pause, step, seek, loop).
 
     Signals (delivered on the UI thread):
     ``opened(dict)`` name/fps/frame_count/is_live of the source;
-    ``failed(str, float)`` the one-line error and the seconds until the next retry
+    ``failed(Exception, float)`` the error and the seconds until the next retry
     (``-1`` = no retry: the source is given up, e.g. an unreadable file);
     ``position(int)`` index of the last frame read; ``ended()`` a file reached its end;
     ``truncated(int, int)`` a file ended well before the frame count its header declares
@@ -165,7 +166,7 @@ class CaptureThread(QThread):
     """
 
     opened = pyqtSignal(dict)
-    failed = pyqtSignal(str, float)
+    failed = pyqtSignal(object, float)
     position = pyqtSignal(int)
     ended = pyqtSignal()
     truncated = pyqtSignal(int, int)
@@ -175,7 +176,7 @@ class CaptureThread(QThread):
                  realtime: bool = True, loop: bool = False, reconnect: bool | None = None,
                  backoff: Backoff | None = None, generation: int = 0, ready: threading.Event | None = None,
                  parent=None):
-        super().__init__(parent)
+        super().__init__(name="agender-capture", parent=parent)
         # files wait for this (the worker's first models, loaded or failed) before playing, so a
         # clip is not half-way through unanalysed when the models arrive; live sources never wait
         self.ready = ready
@@ -193,8 +194,6 @@ class CaptureThread(QThread):
         self._paused = False
         self._step = False
         self._seek_to: int | None = None
-        self._stop = threading.Event()
-        self._wake = threading.Condition()
         self._last: Frame | None = None
         self._last_pos_emit = 0.0
         self.decodable: int | None = None  # frames that really decode, once a truncated end was met
@@ -203,19 +202,15 @@ class CaptureThread(QThread):
         self.t_last: float | None = None
 
     # -- control (any thread) -------------------------------------------------------------
-    def _poke(self) -> None:
-        with self._wake:
-            self._wake.notify_all()
-
     def stop(self) -> None:
-        self._stop.set()
-        self._poke()
+        """The name the window and tests use for :meth:`quit`."""
+        self.quit()
 
     def set_paused(self, paused: bool) -> None:
         if paused != self._paused:
             self._paused = paused
             self.paused_changed.emit(paused)
-        self._poke()
+        self.wake()
 
     @property
     def fps(self) -> float:
@@ -235,25 +230,20 @@ class CaptureThread(QThread):
     def step(self) -> None:
         """Show the next frame while paused."""
         self._step = True
-        self._poke()
+        self.wake()
 
     def seek(self, index: int) -> None:
         self._seek_to = max(0, int(index))
-        self._poke()
+        self.wake()
 
     def set_loop(self, loop: bool) -> None:
         self._loop = loop
-        self._poke()
+        self.wake()
 
     # -- thread body ----------------------------------------------------------------------
-    def _sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` or until poked (stop, seek, step...)."""
-        with self._wake:
-            if not self._stop.is_set():
-                self._wake.wait(max(0.0, seconds))
-
-    def run(self) -> None:  # noqa: D401 - QThread entry point
-        while not self._stop.is_set():
+    def work(self) -> None:
+        """Open, play, and (live sources) reopen after a failure until asked to quit."""
+        while not self.should_quit:
             try:
                 src = self.opener(self.spec)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a message
@@ -281,16 +271,15 @@ class CaptureThread(QThread):
 
     def _failed(self, exc: BaseException) -> bool:
         """Report ``exc``; True when we will retry (after sleeping the back-off delay)."""
-        msg = str(exc) if isinstance(exc, AgenderError) else f"{self.spec}: {type(exc).__name__}: {exc}"
-        if not self.reconnect or self._stop.is_set():
-            self.failed.emit(msg, -1.0)
+        if not self.reconnect or self.should_quit:
+            self.failed.emit(exc, -1.0)
             return False
         delay = self.backoff.next()
         self.retries += 1
-        log.info("%s; retrying in %.1f s", msg, delay)
-        self.failed.emit(msg, delay)
-        self._sleep(delay)
-        return not self._stop.is_set()
+        log.info("%s; retrying in %.1f s", error_message(exc, self.spec), delay)
+        self.failed.emit(exc, delay)
+        self.sleep(delay)
+        return not self.should_quit
 
     def _check_length(self, src, read_since_rewind: int) -> None:
         """At the end of a file: did it end where its header says? A truncated mp4 keeps its
@@ -313,10 +302,10 @@ class CaptureThread(QThread):
         can_seek = hasattr(src, "seek")
         if self.ready is not None and not live:
             t_give_up = time.monotonic() + 60.0
-            while not self.ready.is_set() and not self._stop.is_set() and time.monotonic() < t_give_up:
+            while not self.ready.is_set() and not self.should_quit and time.monotonic() < t_give_up:
                 self.ready.wait(0.05)
         st = _Playback(iter(src), _Pacer(fps))
-        while not self._stop.is_set():
+        while not self.should_quit:
             seek_to, self._seek_to = self._seek_to, None
             if seek_to is not None and can_seek:
                 src.seek(seek_to)
@@ -325,7 +314,7 @@ class CaptureThread(QThread):
                 self._step = self._step or self._paused  # show where we landed
             want = (not self._paused and not st.at_end) or self._step
             if not want and not live:
-                self._sleep(0.1)
+                self.sleep(0.1)
                 continue
             try:
                 fr = next(st.it)
@@ -360,15 +349,15 @@ class CaptureThread(QThread):
             st.at_end = True
             self.ended.emit()
         self._step = False
-        self._sleep(0.1)
+        self.sleep(0.1)
 
     def _wait_until_due(self, pacer: "_Pacer", fr: Frame, now: float) -> str:
         """Sleep until ``fr`` is due at the file's frame rate. ``"stop"``: the thread was
         stopped meanwhile; ``"drop"``: the user seeked meanwhile; ``""``: show it."""
         due = pacer.due(fr.index, now)
         if due - now > 0:
-            self._sleep(due - now)
-            if self._stop.is_set():
+            self.sleep(due - now)
+            if self.should_quit:
                 return "stop"
             if self._seek_to is not None:
                 return "drop"  # the user moved the slider while we waited

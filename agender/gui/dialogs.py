@@ -10,8 +10,11 @@ import logging
 import re
 from typing import Callable
 
-from PyQt5.QtCore import Qt, QThread, pyqtSignal
+from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QProgressDialog, QWidget
+
+from agender.errors import FetchError
+from agender.gui.workers import Worker, error_message
 
 log = logging.getLogger(__name__)
 
@@ -95,52 +98,47 @@ class Dialogs:
         return path or None
 
 
-class FetchThread(QThread):
-    """Runs ``agender models fetch NAME`` off the UI thread; ``progress(done, total, file)``."""
+class FetchWorker(Worker):
+    """Runs ``agender models fetch NAME`` off the UI thread; ``progress(done, total, file)``;
+    ``returned(str)`` the success message, ``errored(Exception)`` the first failure."""
 
     progress = pyqtSignal(int, int, str)
-    done = pyqtSignal(bool, str)  # ok, message
 
     def __init__(self, name: str, dest: str | None = None, parent=None):
-        super().__init__(parent)
-        self.name = name
+        super().__init__(name="agender-fetch", parent=parent)
+        self.model = name
         self.dest = dest
 
-    def run(self) -> None:
-        try:
-            from agender.models.fetch import fetch_all
-            from agender.models.store import ModelStore
+    def work(self) -> str:
+        from agender.models.fetch import fetch_all
+        from agender.models.store import ModelStore
 
-            entries = ModelStore().entries(self.name)
-            if not entries:
-                self.done.emit(False, f"no model called {self.name!r} in the manifest")
-                return
-            total = len(entries)
-            self.progress.emit(0, total, entries[0].file)
-            count = [0]
+        entries = ModelStore().entries(self.model)
+        if not entries:
+            raise FetchError(f"no model called {self.model!r} in the manifest")
+        total = len(entries)
+        self.progress.emit(0, total, entries[0].file)
+        count = [0]
 
-            def step(res) -> None:
-                count[0] += 1
-                nxt = entries[count[0]].file if count[0] < total else ""
-                self.progress.emit(count[0], total, nxt)
+        def step(res) -> None:
+            count[0] += 1
+            nxt = entries[count[0]].file if count[0] < total else ""
+            self.progress.emit(count[0], total, nxt)
 
-            results, errors = fetch_all(entries, self.dest, on_result=step, on_error=lambda e: step(None),
-                                        progress=False)
-            if errors:
-                self.done.emit(False, str(errors[0]))
-            else:
-                self.done.emit(True, f"{self.name}: {len(results)} file(s) ready")
-        except Exception as exc:  # noqa: BLE001 - reported in the dialog, never a traceback
-            self.done.emit(False, str(exc))
+        results, errors = fetch_all(entries, self.dest, on_result=step, on_error=lambda e: step(None),
+                                    progress=False)
+        if errors:
+            raise errors[0]
+        return f"{self.model}: {len(results)} file(s) ready"
 
 
-def start_fetch(parent: QWidget, name: str, on_done: Callable[[bool, str], None]) -> FetchThread:
+def start_fetch(parent: QWidget, name: str, on_done: Callable[[bool, str], None]) -> FetchWorker:
     """Fetch ``name`` with a progress dialog; ``on_done(ok, message)`` on the UI thread."""
     dlg = QProgressDialog(f"Fetching {name}…", "Hide", 0, 0, parent)
     dlg.setWindowTitle("Fetching model")
     dlg.setWindowModality(Qt.NonModal)
     dlg.setMinimumDuration(0)
-    th = FetchThread(name, parent=parent)
+    th = FetchWorker(name, parent=parent)  # the window keeps it (and its thread) alive
 
     def progress(i: int, n: int, file: str) -> None:
         dlg.setMaximum(n)
@@ -152,8 +150,8 @@ def start_fetch(parent: QWidget, name: str, on_done: Callable[[bool, str], None]
         on_done(ok, msg)
 
     th.progress.connect(progress)
-    th.done.connect(finished)
-    th.finished.connect(th.deleteLater)
+    th.returned.connect(lambda msg: finished(True, str(msg)))
+    th.errored.connect(lambda exc: finished(False, error_message(exc)))
     dlg.show()
     th.start()
     return th

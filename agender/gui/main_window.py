@@ -8,44 +8,38 @@ that is being retried), the idle screen in kiosk mode.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from PyQt5.QtCore import Qt, QTimer, pyqtSignal
+from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtGui import QKeySequence
-from PyQt5.QtGui import QColor, QFont, QPalette
 from PyQt5.QtWidgets import (QAction, QApplication, QLabel, QMainWindow, QScrollArea, QSplitter, QVBoxLayout,
                              QWidget)
 
-from agender.errors import AgenderError
 from agender.gui.adapt import MODES
-from agender.gui.capture import Backoff, CaptureThread, FrameSlot, is_live_spec, list_cameras
+from agender.gui.capture import Backoff, CaptureThread, FrameSlot
 from agender.gui.dialogs import Dialogs, fetch_name, start_fetch
 from agender.gui.kiosk import apply_kiosk, paint_idle
 from agender.gui.livestats import RunStats, write_json
 from agender.gui.overlay import OverlayOptions
 from agender.gui.panel import ControlPanel
 from agender.gui.settings import Settings
+from agender.gui.source_control import SourceControl
+from agender.gui.readouts import Readouts
+from agender.gui.record_snapshot import RecordSnapshot
 from agender.gui.stats import SeenStats, StatsChart
 from agender.gui.transport import TransportBar
 from agender.gui.video_view import VideoView
-from agender.gui.worker import InferenceWorker, ModelConfig, Result, annotated_frame
+from agender.gui.worker import InferenceWorker, ModelConfig, Result
+from agender.gui.workers import error_message
 from agender.io.sources import open_source
 
 log = logging.getLogger(__name__)
 
-READOUT_PERIOD_S = 0.25
-CHART_PERIOD_S = 1.0
 CLOSE_BUDGET_S = 1.8  # the issue's promise: closing releases everything within 2 s
 AUTOMATION_SIZE = (1280, 760)  # --exit-after runs: the same window size every time (docs, CI)
 SEEK_STEP_S = 5.0  # Left / Right arrow
-
-
-def _ema(old: float, new: float, a: float = 0.1) -> float:
-    return new if old == 0 else (1 - a) * old + a * new
 
 
 class MainWindow(QMainWindow):
@@ -79,32 +73,45 @@ class MainWindow(QMainWindow):
         self.stats_json = stats_json
         self.run_stats = RunStats()
         self._stats_base: tuple | None = None  # (frames read, dropped, t, missed) when the run's figures start
-        self._drops_prev = 0
         self.exit_code = 0
         self.setWindowTitle("agender — live monitor")
         self.setAcceptDrops(True)
 
         cfg = config or self.settings.model_config()
         ov = overlay or self.settings.overlay()
+        self._init_state()
+        self._build_widgets(cfg, ov)
+        self._start_worker(cfg, ov, analyzer_factory)
+        self._place_window()
+        self.view.set_message("Loading models…" if source else self.view.message)
+        self._update_privacy_actions(ov.privacy)
+        if kiosk:
+            apply_kiosk(self)
+        elif probe_cameras:
+            self.scan_cameras()
+        if source:
+            self.open_source(source)
+
+    def _init_state(self) -> None:
+        """What the window tracks about the source, the run and its own shutdown."""
         self.slot = FrameSlot(capacity=2)  # room for one frame of jitter; beyond it the newest wins
         self.capture: CaptureThread | None = None
         self.source_spec: str | None = None
         self.source_info: dict = {}
         self.last_result: Result | None = None
         self.models_info: dict = {}
-        self.seen = SeenStats()
-        self.latency_ms = 0.0
-        self._t_readout = 0.0
-        self._t_chart = 0.0
         self._closing = False
         self._finished = False
         self._quit_confirmed = False  # the user already said yes (keyboard quit): do not ask again
         self._ended_at: int | None = None  # --exit-after: the file ended on this frame index
         self.source_warning = ""  # shown as the banner while this source plays (e.g. truncated file)
         self._epoch = 0
+        self._probes: list = []  # camera probes still running (kept alive until they end)
         self._orphans: list = []  # threads that outlived their stop budget (kept alive until they end)
+        self.source_control = SourceControl(self)
 
-        # widgets
+    def _build_widgets(self, cfg: ModelConfig, ov: OverlayOptions) -> None:
+        """Picture, transport and chart on the left; the control panel on the right (pure layout)."""
         self.view = VideoView()
         self.view.idle_painter = paint_idle
         self.view.on_painted = lambda ms: self.run_stats.painted(ms) if self.view.has_frame else None
@@ -112,7 +119,7 @@ class MainWindow(QMainWindow):
         self.panel = ControlPanel()
         self.panel.set_model_config(cfg)
         self.panel.set_overlay(ov)
-        self.transport.loop_box.setChecked(self.settings.loop or kiosk)
+        self.transport.loop_box.setChecked(self.settings.loop or self.kiosk)
         left = QWidget()
         lv = QVBoxLayout(left)
         lv.setContentsMargins(0, 0, 0, 0)
@@ -136,60 +143,47 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(split)
         self.status_label = QLabel("")
         self.statusBar().addPermanentWidget(self.status_label, 1)
-        self.rec_label = QLabel("● REC")  # red and bold: recording must be obvious
-        f = QFont(self.rec_label.font())
-        f.setBold(True)
-        f.setPointSizeF(f.pointSizeF() * 1.25 if f.pointSizeF() > 0 else 12)
-        self.rec_label.setFont(f)
-        pal = self.rec_label.palette()
-        pal.setColor(QPalette.WindowText, QColor(210, 20, 20))
-        self.rec_label.setPalette(pal)
-        self.rec_label.setToolTip("Recording the annotated video (R stops)")
-        self.rec_label.hide()
-        self.statusBar().addPermanentWidget(self.rec_label)
+        self.record_snapshot = RecordSnapshot(self)
+        self.rec_label = self.record_snapshot.label
+        self.readouts = Readouts(self)
         self._build_actions()
         self.panel_scroll.setVisible(self.settings.show_panel)
 
-        # worker
+    def _start_worker(self, cfg: ModelConfig, ov: OverlayOptions, analyzer_factory: Callable[..., Any] | None) -> None:
+        """The inference worker, and the wiring of the widgets to it and to the window."""
         self.worker = InferenceWorker(self.slot, cfg, overlay=ov, analyzer_factory=analyzer_factory)
         self.worker.result_ready.connect(self._on_result)
         self.worker.models_loaded.connect(self._on_models_loaded)
         self.worker.models_failed.connect(self._on_models_failed)
-        self.worker.error.connect(self._on_worker_error)
-        self.worker.recording.connect(self._on_recording)
+        self.worker.errored.connect(self._on_worker_error)
+        self.worker.recording.connect(self.record_snapshot.on_recording)
         self.view.resized.connect(self.worker.set_display_size)
         self.view.file_dropped.connect(self.open_source)
         self.transport.play_toggled.connect(self.toggle_pause)
         self.transport.step.connect(self.step)
         self.transport.seek.connect(self.seek)
-        self.transport.loop_toggled.connect(self._on_loop)
+        self.transport.loop_toggled.connect(self.source_control.set_loop)
         self.panel.models_changed.connect(self.set_models)
         self.panel.overlay_changed.connect(self.set_overlay)
-        self.panel.open_file.connect(self.ask_open_file)
-        self.panel.open_url.connect(self.ask_open_url)
+        self.panel.open_file.connect(self.source_control.ask_open_file)
+        self.panel.open_url.connect(self.source_control.ask_open_url)
         self.panel.camera_chosen.connect(lambda i: self.open_source(f"cam:{i}"))
         self.panel.rescan.connect(self.scan_cameras)
         self.cameras_found.connect(self.panel.set_cameras)
-        self.cameras_found.connect(self._fill_camera_menu)
+        self.cameras_found.connect(self.source_control.fill_camera_menu)
         self.worker.set_display_size(self.view.width(), self.view.height())
         self.worker.start()
 
+    def _place_window(self) -> None:
+        """Automated runs get the documented size; otherwise where the user left the window."""
         geo = self.settings.geometry()
-        if self.automated and not kiosk:
+        if self.automated and not self.kiosk:
             self.panel_scroll.setVisible(True)  # the documented window, whatever was remembered
             self.resize(*AUTOMATION_SIZE)
-        elif geo is not None and not kiosk:
+        elif geo is not None and not self.kiosk:
             self.restoreGeometry(geo)
         else:
             self.resize(*AUTOMATION_SIZE)
-        self.view.set_message("Loading models…" if source else self.view.message)
-        self._update_privacy_actions(ov.privacy)
-        if kiosk:
-            apply_kiosk(self)
-        elif probe_cameras:
-            self.scan_cameras()
-        if source:
-            self.open_source(source)
 
     # -- actions and shortcuts ---------------------------------------------------------------
     def _action(self, text: str, slot, shortcut=None, checkable: bool = False) -> QAction:
@@ -206,16 +200,17 @@ class MainWindow(QMainWindow):
         return a
 
     def _build_actions(self) -> None:
-        self.act_open = self._action("&Open file…", self.ask_open_file, QKeySequence.Open)
-        self.act_url = self._action("Open &URL…", self.ask_open_url, "Ctrl+U")
+        self.act_open = self._action("&Open file…", self.source_control.ask_open_file, QKeySequence.Open)
+        self.act_url = self._action("Open &URL…", self.source_control.ask_open_url, "Ctrl+U")
         self.act_snapshot = self._action("&Snapshot", self.snapshot, "S")
         self.act_record = self._action("&Record", self.toggle_record, "R", checkable=True)
         # "Ctrl+Q" spelled out: QKeySequence.Quit is empty on platforms without a desktop theme
         self.act_quit = self._action("&Quit", self.request_quit, "Ctrl+Q")
         self.act_pause = self._action("&Pause", self.toggle_pause, "Space")
-        self.act_back = self._action(f"&Back {SEEK_STEP_S:g} s", lambda: self.seek_by(-SEEK_STEP_S), "Left")
-        self.act_forward = self._action(f"&Forward {SEEK_STEP_S:g} s", lambda: self.seek_by(SEEK_STEP_S), "Right")
-        self.act_prev_frame = self._action("P&revious frame", self.step_back, ",")
+        src = self.source_control
+        self.act_back = self._action(f"&Back {SEEK_STEP_S:g} s", lambda: src.seek_by(-SEEK_STEP_S), "Left")
+        self.act_forward = self._action(f"&Forward {SEEK_STEP_S:g} s", lambda: src.seek_by(SEEK_STEP_S), "Right")
+        self.act_prev_frame = self._action("P&revious frame", self.source_control.step_back, ",")
         self.act_next_frame = self._action("&Next frame", self.step, ".")
         self.act_full = self._action("&Fullscreen", self.toggle_fullscreen, "F")
         # Esc is not a shortcut: shortcuts see keys before widgets do, so an Esc meant to close a
@@ -246,206 +241,22 @@ class MainWindow(QMainWindow):
         m.addAction("Keys: Space pause · ←/→ 5 s · ,/. frame · S snapshot · R record · F fullscreen · "
                     "Esc leave fullscreen/quit · Ctrl+O open").setEnabled(False)
 
-    # -- sources -----------------------------------------------------------------------------
-    def ask_open_file(self) -> None:
-        if self.kiosk:
-            return
-        path = self.dialogs.open_file(self, self.settings.last_dir)
-        if path:
-            self.settings.last_dir = str(Path(path).parent)
-            self.open_source(path)
-
-    def ask_open_url(self) -> None:
-        if self.kiosk:
-            return
-        url = self.dialogs.open_url(self)
-        if url:
-            self.open_source(url)
-
-    def scan_cameras(self) -> None:
-        """Enumerate the cameras that open, off the UI thread (probing is slow)."""
-        def probe() -> None:
-            try:
-                found = list_cameras()
-            except Exception:  # noqa: BLE001
-                found = []
-            if not self._closing:
-                self.cameras_found.emit(found)
-
-        threading.Thread(target=probe, name="camera-probe", daemon=True).start()
-
-    def _fill_camera_menu(self, found: list[int]) -> None:
-        self.camera_menu.clear()
-        for i in found:
-            self.camera_menu.addAction(f"Camera {i}", lambda i=i: self.open_source(f"cam:{i}"))
-        if not found:
-            self.camera_menu.addAction("No camera found").setEnabled(False)
-        self.camera_menu.addSeparator()
-        self.camera_menu.addAction("Rescan", self.scan_cameras)
-
+    # -- sources and player (SourceControl) ---------------------------------------------------
     def open_source(self, spec: str) -> None:
         """Stop the current source (if any) and start ``spec``."""
-        spec = str(spec)
-        self._stop_capture()
-        self._epoch += 1
-        self.slot.reset()  # and "Dropped" counts this source's frames only
-        self.run_stats.reset()
-        self._stats_base: tuple | None = None
-        self.worker.stale_seqs = []  # sequence numbers restart with the new capture thread
-        self.seen.clear()
-        self.source_spec = spec
-        self.source_info = {}
-        self.source_warning = ""
-        self._ended_at = None
-        self.last_result = None
-        self.latency_ms = 0.0
-        self.panel.set_source(spec)
-        self.panel.reset_readouts()
-        self.chart.set_summary(self.seen.summary())
-        self.transport.set_source(None, 0.0, seekable=False)
-        self.view.set_banner("")
-        live = is_live_spec(spec)
-        cap = CaptureThread(spec, self.slot, opener=self.opener, realtime=self.realtime,
-                            loop=self.transport.loop_box.isChecked(), backoff=self.backoff_factory(),
-                            generation=self._epoch << 20, ready=self.worker.ready)
-        cap.opened.connect(self._on_opened)
-        cap.failed.connect(self._on_source_failed)
-        cap.position.connect(self.transport.set_position)
-        cap.ended.connect(self._on_ended)
-        cap.truncated.connect(self._on_truncated)
-        cap.paused_changed.connect(self.transport.set_paused)
-        self.capture = cap
-        self.transport.set_paused(False)
-        # the previous source's picture (and its boxes) must not stay on screen under this one's messages
-        self.view.clear(f"Connecting to {spec}…" if live else f"Opening {Path(spec).name}…")
-        cap.start()
+        self.source_control.open_source(spec)
 
-    def _stop_capture(self, timeout_s: float = 1.0) -> bool:
-        cap, self.capture = self.capture, None
-        if cap is None:
-            return True
-        for sig in (cap.opened, cap.failed, cap.position, cap.ended, cap.truncated, cap.paused_changed):
-            try:
-                sig.disconnect()
-            except TypeError:
-                pass
-        cap.stop()
-        ok = cap.wait(int(timeout_s * 1000))
-        if not ok:
-            log.warning("capture thread did not stop within %.1f s", timeout_s)
-            self._orphans.append(cap)  # keep the QThread object alive until it ends
-        return ok
+    def scan_cameras(self) -> None:
+        self.source_control.scan_cameras()
 
-    def _on_opened(self, info: dict) -> None:
-        self.source_info = info
-        self.worker.source_fps = float(info.get("fps") or 25.0)
-        self.settings.source = info.get("spec", "")
-        self.view.set_banner(self.source_warning)
-        if self.kiosk:
-            self.view.set_idle(False)
-        fc = info.get("frame_count")
-        self.transport.set_source(fc, info.get("fps", 0.0), seekable=not info.get("is_live") and bool(fc))
-        fps = info.get("fps") or 0.0
-        detail = "live" if info.get("is_live") else " · ".join(
-            x for x in (f"{fc} frame{'s' * (fc != 1)}" if fc else "", f"{fps:g} fps" if fps else "") if x)
-        self.panel.set_source(info.get("spec", info.get("name", "")), detail)
-
-    def _on_source_failed(self, message: str, retry_in: float) -> None:
-        if retry_in >= 0:
-            text = f"{message} — retrying in {retry_in:.0f} s" if retry_in >= 1 else f"{message} — retrying"
-            if self.kiosk:
-                self.view.set_idle(True, message)
-            elif not self.view.has_frame:
-                self.view.set_message(text)
-            else:
-                self.view.set_banner(text)
-            self.statusBar().showMessage(text, 5000)
-            return
-        self.view.clear(message)
-        if self.exit_after is not None:  # automated run: the one line goes to stderr, exit 1
-            log.error("error: %s", message)
-            self.exit_code = 1
-            QTimer.singleShot(0, self.finish)
-        elif not self.kiosk:
-            self.dialogs.error(self, "Cannot open source", message)
-
-    def _on_ended(self) -> None:
-        self.transport.set_paused(True)
-        if self.exit_after is not None:
-            # the last frame is still in the worker (which may still be loading its models):
-            # finish once it is drawn, so the screenshot shows a result, never "Opening …"
-            last = self.capture.last_index if self.capture is not None else None
-            self._ended_at = -1 if last is None else last
-            res = self.last_result
-            if res is not None and self._is_current(res) and res.captured.frame.index >= self._ended_at:
-                self.finish()
-            elif last is None:
-                QTimer.singleShot(300, self.finish)  # nothing was read: nothing to wait for
-            else:
-                QTimer.singleShot(30000, self.finish)  # a worker that never delivers must not hang the run
-
-    def _on_truncated(self, frames: int, declared: int) -> None:
-        """A file that stops decoding long before its header's frame count: say so, and show its
-        real length (the slider, the panel) instead of a clip that seems to loop its first second."""
-        name = Path(self.source_spec or "").name or "video"
-        fps = self.transport.fps
-        took = f" ({frames / fps:.1f} s)" if fps else ""
-        self.source_warning = (f"{name}: the video ends at frame {frames} of {declared} (truncated or corrupt file); "
-                               f"playing the {frames} frames{took} that decode")
-        log.warning("%s", self.source_warning)
-        self.view.set_banner(self.source_warning)
-        self.statusBar().showMessage(self.source_warning, 10000)
-        self.transport.set_frame_count(frames)
-        self.source_info["frame_count"] = frames
-        detail = " · ".join(x for x in (f"{frames} of {declared} frames decode", f"{fps:g} fps" if fps else "") if x)
-        self.panel.set_source(self.source_info.get("spec", self.source_spec or ""), detail)
-
-    # -- player ------------------------------------------------------------------------------
     def toggle_pause(self) -> None:
-        if self.capture is not None:
-            self.capture.set_paused(not self.capture.paused)
+        self.source_control.toggle_pause()
 
     def step(self) -> None:
-        if self.capture is not None:
-            self.capture.set_paused(True)
-            self.capture.step()
+        self.source_control.step()
 
     def seek(self, index: int) -> None:
-        if self.capture is not None:
-            n = self.transport.frame_count
-            self.capture.seek(min(int(index), n - 1) if n else int(index))
-
-    def _position(self) -> int:
-        """The frame on screen (the last one read, before the first result arrives)."""
-        res = self.last_result
-        if res is not None and self._is_current(res):
-            return int(res.captured.frame.index)
-        idx = self.capture.last_index if self.capture is not None else None
-        return int(idx or 0)
-
-    def _seekable(self) -> bool:
-        return self.capture is not None and self.transport.slider.isEnabled()
-
-    def seek_by(self, seconds: float) -> None:
-        """Left / Right arrow: jump ``seconds`` back or forward (files), clamped to the clip."""
-        if not self._seekable():
-            return
-        fps = self.transport.fps or self.worker.source_fps or 25.0
-        n = self.transport.frame_count
-        target = max(0, self._position() + int(round(seconds * fps)))
-        self.seek(min(target, n - 1) if n else target)
-
-    def step_back(self) -> None:
-        """``,``: pause and show the previous frame."""
-        if not self._seekable():
-            return
-        self.capture.set_paused(True)
-        self.seek(max(0, self._position() - 1))
-
-    def _on_loop(self, on: bool) -> None:
-        self.settings.loop = on
-        if self.capture is not None:
-            self.capture.set_loop(on)
+        self.source_control.seek(index)
 
     # -- models and overlay --------------------------------------------------------------------
     def set_models(self, cfg: ModelConfig) -> None:
@@ -476,7 +287,8 @@ class MainWindow(QMainWindow):
         self.panel.set_readout("device", text)
         self.status_label.setText(f"{info.get('detector')} + {info.get('estimator')} on {dev}")
 
-    def _on_models_failed(self, message: str, cfg: ModelConfig) -> None:
+    def _on_models_failed(self, exc: BaseException, cfg: ModelConfig) -> None:
+        message = error_message(exc)
         cur = self.worker.config
         if cur is not None:
             self.panel.set_model_config(cur)  # show what is really running
@@ -505,7 +317,8 @@ class MainWindow(QMainWindow):
 
         self._fetch_thread = start_fetch(self, name, done)
 
-    def _on_worker_error(self, message: str) -> None:
+    def _on_worker_error(self, exc: BaseException) -> None:
+        message = error_message(exc)
         self.statusBar().showMessage(message, 8000)
         if self.kiosk:
             return
@@ -521,20 +334,13 @@ class MainWindow(QMainWindow):
         if self.view.banner != self.source_warning and self.capture is not None and self.worker.last_error == "":
             self.view.set_banner(self.source_warning)  # a transient message is over; a warning about the source stays
         now = time.monotonic()
-        self.latency_ms = _ema(self.latency_ms, 1000.0 * (now - res.captured.t_capture))
         if self.worker.analyzer is not None:
             if self.run_stats.displayed == 0:  # the run's figures start at the first analysed frame
                 cap = self.capture
                 self._stats_base = (res.captured.seq, res.captured.t_capture,
                                     getattr(cap.source, "missed", 0) if cap is not None else 0)
             self.run_stats.shown(res.captured.t_capture, now, res.stage_ms, getattr(res, "mode", ""))
-        self.seen.add(now, res.faces, res.captured.generation)
-        if now - self._t_readout >= READOUT_PERIOD_S:
-            self._t_readout = now
-            self._update_readouts(res)
-        if now - self._t_chart >= CHART_PERIOD_S:
-            self._t_chart = now
-            self.chart.set_summary(self.seen.summary())
+        self.readouts.shown(res, now)
         if self.exit_after is not None and (
                 self.view.frames_shown >= self.exit_after
                 or (self._ended_at is not None and res.captured.frame.index >= self._ended_at)):
@@ -544,86 +350,23 @@ class MainWindow(QMainWindow):
         """Did ``res`` come from the source opened last? (generations start at epoch << 20)"""
         return (res.captured.generation >> 20) == self._epoch
     def _update_readouts(self, res: Result) -> None:
-        cap_fps = self.capture.fps if self.capture is not None else 0.0
-        p = self.panel
-        p.set_readout("capture", f"{cap_fps:.1f} fps")
-        p.set_readout("process", f"{res.proc_fps:.1f} fps")
-        p.set_readout("latency", f"{self.latency_ms:.0f} ms")
-        p.set_readout("faces", str(len(res.faces)))
-        st = res.stage_ms
-        p.set_readout("stages", " · ".join(f"{k} {st[k]:.1f}" for k in ("detect", "estimate", "draw") if k in st))
-        p.set_readout("dropped", str(self.slot.dropped))
-        self.statusBar().clearMessage()
-        dev = self.models_info.get("device", "") if self.worker.analyzer is not None else "no model loaded"
-        self.status_label.setText(
-            f"capture {cap_fps:.1f} fps · processing {res.proc_fps:.1f} fps · latency {self.latency_ms:.0f} ms"
-            f" · {len(res.faces)} face{'s' * (len(res.faces) != 1)} · {dev} · {self.mode_text()}")
-        # recording: the red rec_label
+        self.readouts.update(res)
 
-    def mode_text(self) -> str:
-        """What the status bar says about keeping up (agender.gui.adapt.MODES, then dropping)."""
-        text = self.worker.mode.text
-        dropped = self.slot.dropped
-        if dropped > self._drops_prev:  # since the last readout
-            text += "; dropping frames (newest wins)"
-        self._drops_prev = dropped
-        return text
+    @property
+    def seen(self) -> SeenStats:
+        return self.readouts.seen
+
+    @property
+    def latency_ms(self) -> float:
+        return self.readouts.latency_ms
 
     # -- snapshot / record --------------------------------------------------------------------
     def snapshot(self, path: str | None = None) -> str | None:
         """Save the annotated frame as PNG (full resolution); returns the path written."""
-        res = self.last_result
-        if res is None or self.worker.overlay.privacy:
-            return None
-        if path is None:
-            suggested = str(Path(self.settings.last_dir or ".") / time.strftime("agender-%Y%m%d-%H%M%S.png"))
-            path = self.dialogs.save_file(self, "Save snapshot", suggested, "PNG image (*.png)")
-            if not path:
-                return None
-        import cv2
-
-        from agender.io.sinks.base import atomic_write_bytes
-
-        img = annotated_frame(res.captured.frame.image, res.faces, replace(self.worker.overlay, privacy=False))
-        ok, buf = cv2.imencode(".png", img)
-        try:
-            if not ok:
-                raise AgenderError(f"{path}: could not encode the PNG")
-            atomic_write_bytes(path, buf.tobytes())
-        except (OSError, AgenderError) as exc:
-            self.dialogs.error(self, "Snapshot failed", f"{path}: {getattr(exc, 'strerror', None) or exc}")
-            return None
-        self.statusBar().showMessage(f"Snapshot saved: {path}", 5000)
-        return path
+        return self.record_snapshot.snapshot(path)
 
     def toggle_record(self, on: bool | None = None) -> None:
-        on = (not self.worker.is_recording) if not isinstance(on, bool) else on
-        if not on:
-            self.worker.stop_recording()
-            return
-        if self.worker.overlay.privacy:
-            self._set_record_checked(False)
-            return
-        suggested = str(Path(self.settings.last_dir or ".") / time.strftime("agender-%Y%m%d-%H%M%S.mp4"))
-        path = self.dialogs.save_file(self, "Record annotated video", suggested, "MP4 video (*.mp4)")
-        if not path:
-            self._set_record_checked(False)
-            return
-        self.worker.start_recording(path, self.source_info.get("fps") or 25.0)
-
-    def _set_record_checked(self, on: bool) -> None:
-        self.act_record.blockSignals(True)
-        self.act_record.setChecked(on)
-        self.act_record.blockSignals(False)
-
-    def _on_recording(self, on: bool, text: str) -> None:
-        self._set_record_checked(on)
-        self.rec_label.setVisible(on)
-        self.view.set_recording(on)
-        if on:
-            self.statusBar().showMessage(f"Recording to {text}", 5000)
-        elif text:
-            self.dialogs.error(self, "Recording", text)
+        self.record_snapshot.toggle_record(on)
 
     # -- window ------------------------------------------------------------------------------
     def toggle_fullscreen(self) -> None:
@@ -722,7 +465,7 @@ class MainWindow(QMainWindow):
     def save_screenshot(self, path: str) -> bool:
         self.chart.set_summary(self.seen.summary())
         if self.last_result is not None:
-            self._update_readouts(self.last_result)
+            self.readouts.update(self.last_result)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         ok = self.grab().save(str(path), "PNG")
         if not ok:
@@ -739,11 +482,14 @@ class MainWindow(QMainWindow):
         if self.capture is not None:
             self.capture.stop()
         self.worker.stop()
-        self._stop_capture(timeout_s=CLOSE_BUDGET_S / 2)
+        self.source_control.stop_capture(timeout_s=CLOSE_BUDGET_S / 2)
         left = max(0.05, CLOSE_BUDGET_S - (time.monotonic() - t0))
         if not self.worker.wait(int(left * 1000)):
             log.warning("inference still busy after %.1f s; leaving it to finish in the background", left)
             self._orphans.append(self.worker)
+        for probe in list(self._probes):  # a camera probe cannot be interrupted: give it what is left
+            if not probe.wait(int(max(0.05, CLOSE_BUDGET_S - (time.monotonic() - t0)) * 1000)):
+                self._orphans.append(probe)
         return time.monotonic() - t0
 
     def closeEvent(self, event) -> None:  # noqa: N802

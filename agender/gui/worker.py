@@ -1,4 +1,4 @@
-"""The inference worker (a QThread): newest frame in → analysed, rendered picture out.
+"""The inference worker (a :class:`~agender.gui.workers.Worker` loop): newest frame in → analysed, rendered picture out.
 
 It owns the :class:`~agender.analyzer.Analyzer` and builds a new one when the user picks
 another detector, estimator or device — on this thread, so the window never freezes while a
@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
-from PyQt5.QtCore import QThread, pyqtSignal
+from PyQt5.QtCore import pyqtSignal
 from PyQt5.QtGui import QImage
 
 from agender.estimators.base import DEFAULT_ESTIMATOR
@@ -38,6 +38,7 @@ from agender.gui.adapt import MODES, Governor
 from agender.gui.capture import Captured, FrameSlot, RateMeter
 from agender.gui.overlay import OverlayOptions, render_display, render_full
 from agender.gui.recorder import open_recorder
+from agender.gui.workers import Worker, error_message
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,12 @@ def _warm_up(an: Any) -> None:
         log.debug("warm-up skipped", exc_info=True)
 
 
-class _DetectAhead(threading.Thread):
+class FrameNotShown(AgenderError):
+    """A frame failed after its analysis (drawing, bookkeeping): reported, the video goes on.
+    The original exception is its ``__cause__``."""
+
+
+class _DetectAhead(Worker):
     """Capture mailbox → downscale + detect → :attr:`InferenceWorker._ahead` (one frame).
 
     Detection is scheduled here by the worker's mode (every frame, or every Nth since the
@@ -119,14 +125,14 @@ class _DetectAhead(threading.Thread):
     detection was wanted and the seconds this thread was busy travel together."""
 
     def __init__(self, worker: "InferenceWorker"):
-        super().__init__(name="agender-detect-ahead", daemon=True)
+        super().__init__(name="agender-detect-ahead")
         self.w = worker
         self._gen: int | None = None
         self._k = 0
 
-    def run(self) -> None:
+    def work(self) -> None:
         w = self.w
-        while not w._stop.is_set():
+        while not self.should_quit:
             item = w.inbox.get(timeout=0.05)
             if item is None:
                 continue
@@ -147,7 +153,7 @@ class _DetectAhead(threading.Thread):
                 except Exception:  # noqa: BLE001 - the worker detects again and reports the error
                     faces = None
             busy = time.perf_counter() - t0
-            while not w._stop.is_set():
+            while not self.should_quit:
                 try:
                     w._ahead.put((item, faces, want, det_s, busy), timeout=0.05)
                     break
@@ -155,21 +161,21 @@ class _DetectAhead(threading.Thread):
                     continue
 
 
-class InferenceWorker(QThread):
+class InferenceWorker(Worker):
     """Signals: ``result_ready()`` (take it with ``results.get(0)``), ``models_loaded(dict)``,
-    ``models_failed(str, object)`` (message, the :class:`ModelConfig` that failed),
-    ``error(str)`` (a frame could not be analysed), ``recording(bool, str)`` (on/off, path or error)."""
+    ``models_failed(Exception, object)`` (the error, the :class:`ModelConfig` that failed),
+    ``errored(Exception)`` (a frame could not be analysed or shown: the video goes on),
+    ``recording(bool, str)`` (on/off, path or error)."""
 
     result_ready = pyqtSignal()
     models_loaded = pyqtSignal(dict)
-    models_failed = pyqtSignal(str, object)
-    error = pyqtSignal(str)
+    models_failed = pyqtSignal(object, object)
     recording = pyqtSignal(bool, str)
 
     def __init__(self, inbox: FrameSlot, config: ModelConfig, *, overlay: OverlayOptions | None = None,
                  analyzer_factory: Callable[..., Any] | None = None,
                  tracked_factory: Callable[[Any, float], Any] | None = None, parent=None):
-        super().__init__(parent)
+        super().__init__(name="agender-inference", parent=parent)
         if analyzer_factory is None:
             from agender.analyzer import Analyzer
 
@@ -187,7 +193,6 @@ class InferenceWorker(QThread):
         self.meter = RateMeter()
         self._pending: ModelConfig | None = config
         self.ready = threading.Event()  # set once the first models are loaded (or failed to)
-        self._stop = threading.Event()
         self._lock = threading.Lock()
         self._rerender = False
         self._last: Captured | None = None
@@ -202,7 +207,7 @@ class InferenceWorker(QThread):
         self.level = 0  # index into MODES (read by the detect-ahead thread)
         self.adaptive = True  # False: never leave "full" (tests that need every frame detected)
         self._ahead: queue.Queue = queue.Queue(maxsize=1)
-        self._ahead_thread: _DetectAhead | None = None
+        self._ahead_thread = _DetectAhead(self)
         self._held = Faces()  # untracked degraded mode: the last detected faces, shown on frames between
         # frames analysed (with models) from the source opened last, and when the first/last was done
         self.run_epoch = -1
@@ -229,7 +234,8 @@ class InferenceWorker(QThread):
         self._record_cmd = ("stop", None)
 
     def stop(self) -> None:
-        self._stop.set()
+        """The name the window uses for :meth:`quit`."""
+        self.quit()
 
     @property
     def is_recording(self) -> bool:
@@ -240,16 +246,16 @@ class InferenceWorker(QThread):
     def mode(self):
         return MODES[self.level]
 
-    def run(self) -> None:  # noqa: D401 - QThread entry point
+    def work(self) -> None:
+        """Load models, then analyse what detect-ahead hands over until asked to quit."""
         import cv2
 
         from agender.devices import physical_cores
 
         cv2.setNumThreads(max(1, physical_cores() // 2))  # the same split as offline (process-wide)
-        self._ahead_thread = _DetectAhead(self)
         self._ahead_thread.start()
         try:
-            while not self._stop.is_set():
+            while not self.should_quit:
                 self._apply_pending()
                 self._apply_record_cmd()
                 again = False
@@ -270,10 +276,13 @@ class InferenceWorker(QThread):
                     self._process(*got)
                 except Exception as exc:  # noqa: BLE001 - a bug in one frame must not stop the video
                     log.exception("frame %s could not be shown", getattr(item.frame, "index", "?"))
-                    self.error.emit(f"frame could not be shown: {type(exc).__name__}: {exc}")
+                    err = FrameNotShown(f"frame could not be shown: {type(exc).__name__}: {exc}")
+                    err.__cause__ = exc
+                    self.errored.emit(err)
         finally:
             self._close_recorder()
-            self._ahead_thread.join(1.0)
+            self._ahead_thread.quit()
+            self._ahead_thread.wait(1000)
 
     def _apply_pending(self) -> None:
         try:
@@ -302,9 +311,8 @@ class InferenceWorker(QThread):
             self.governor.reset()
             self.config = cfg
         except Exception as exc:  # noqa: BLE001 - a bad model must not take the window down
-            msg = str(exc) if isinstance(exc, AgenderError) else f"{type(exc).__name__}: {exc}"
-            log.warning("cannot load models: %s", msg)
-            self.models_failed.emit(msg, cfg)
+            log.warning("cannot load models: %s", error_message(exc))
+            self.models_failed.emit(exc, cfg)
             return
         self._rerender = True
         self.models_loaded.emit(self._describe())
@@ -406,11 +414,11 @@ class InferenceWorker(QThread):
                 faces, sync_det = self._analyze(item, detected, want)
                 self.last_error = ""
             except Exception as exc:  # noqa: BLE001 - show the frame, report once
-                msg = str(exc) if isinstance(exc, AgenderError) else f"{type(exc).__name__}: {exc}"
-                if msg != self.last_error:
+                msg = error_message(exc)
+                if msg != self.last_error:  # the same failure on every frame: reported once
                     self.last_error = msg
                     log.warning("analysis failed: %s", msg)
-                    self.error.emit(msg)
+                    self.errored.emit(exc)
             t_an = time.perf_counter() - t_an
             t = an.times
             # the detect-ahead thread adds to an.times.resize/detect concurrently: count those per frame instead
