@@ -39,9 +39,9 @@ def session_labels(analyzer) -> dict[str, str]:
     if det is not None and hasattr(det, "sess"):
         out["detector"] = runtime_label(det.sess)
     est = analyzer.estimator
-    for k in ("_age", "_gender"):
+    for k in ("_age", "_gender", "_net"):  # cydral's two nets; agender's one (age + gender)
         if hasattr(est, k):
-            out[k.strip("_")] = runtime_label(getattr(est, k))
+            out[{"_net": "age+gender"}.get(k, k.strip("_"))] = runtime_label(getattr(est, k))
     return out
 
 
@@ -57,6 +57,9 @@ def nets_only(analyzer, detect_shape: tuple[int, int] | None) -> dict[str, float
         out["estimator_nets_ms_per_face"] = round(
             _median_ms(lambda: (est._age.run({est._age.input_names[0]: xa}),
                                 est._gender.run({est._gender.input_names[0]: xg}))) / 8, 3)
+    if hasattr(est, "_net") and hasattr(est, "run_chips"):  # agender: one net, both flip passes
+        chips = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+        out["estimator_nets_ms_per_face"] = round(_median_ms(lambda: est.run_chips(chips)) / 8, 3)
     det = getattr(analyzer, "detector", None)
     if det is not None and hasattr(det, "sess") and detect_shape:
         h, w = detect_shape
@@ -139,7 +142,10 @@ def format_compare(res: dict[str, Any]) -> str:
     row("estimator nets ms/face (batch 8)", "estimator_nets_ms_per_face", "{:>18.3f}")
     row("detector net ms/frame", "detector_net_ms_per_frame", "{:>18.3f}")
     row("detector input", "detector_input")
-    for net in ("detector", "age", "gender"):
+    nets = ["detector", "age", "gender"]
+    if any("age+gender" in r.get("runtimes", {}) for r in rows.values()):
+        nets = ["detector", "age+gender"]
+    for net in nets:
         cells = "".join(f"{r.get('runtimes', {}).get(net, r.get('skipped', '-'))[:17]:>18}" for r in rows.values())
         lines.append(f"{'runs on: ' + net:34}" + cells)
     return "\n".join(lines)
