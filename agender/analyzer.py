@@ -77,9 +77,14 @@ class Analyzer:
         self.min_face = int(min_face)
         self.batch_size = max(1, int(batch_size))
         self.conf = conf
+        # min_face is one rule, in full-frame pixels, applied once in detect(): a detector built
+        # here gets min_face=0, since its own filter would count pixels of the downscaled copy it
+        # sees (a 10 px YuNet minimum is 27 full-frame px on 720p at 480 px). A Detector passed
+        # in as an object keeps whatever filter its caller gave it.
         self.detector: Detector | None = (
-            None if detector in (None, "none") else create_detector(detector, models=self.models, device=device, conf=conf,
-                                                                  runtime=runtime, threads=threads)
+            None if detector in (None, "none")
+            else create_detector(detector, models=self.models, device=device, conf=conf, min_face=0,
+                                 runtime=runtime, threads=threads)
         )
         # "auto": the detector's own choice (YuNet 480 px), else 640; None or 0: the full frame
         self.detect_width = (getattr(self.detector, "default_detect_width", DEFAULT_DETECT_WIDTH)
@@ -164,7 +169,7 @@ class Analyzer:
                 faces.landmarks = faces.landmarks / scale
         faces.xyxy = clip_boxes(faces.xyxy, frame.shape)
         wh = faces.xyxy[:, 2:] - faces.xyxy[:, :2]
-        return faces[(wh.min(axis=1) >= self.min_face)]
+        return faces[(wh.min(axis=1) >= self.min_face)]  # the one min_face rule: full-frame pixels
 
     def crops(self, frame: np.ndarray, faces: Faces) -> tuple[list[np.ndarray], list[np.ndarray | None] | None]:
         """Padded crops from the full-resolution frame, and landmarks in crop coordinates."""

@@ -10,7 +10,15 @@ def to_bgr8(frame: np.ndarray) -> np.ndarray:
 
     Accepts grayscale (HxW or HxWx1), BGRA, and 16-bit or float images, so the pipeline never
     crashes on a PNG straight out of a scientific camera.
+
+    Frames are converted once where they enter (:class:`agender.io.sources.Frame`, the
+    Analyzer's public entry points); every later call — per stage, per crop, inside each
+    estimator — hits the fast path below and gets its input back untouched (no copy, no
+    dtype/shape re-check beyond four attribute reads).
     """
+    if (type(frame) is np.ndarray and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+            and frame.size and frame.flags.c_contiguous):
+        return frame
     if frame is None:
         raise ValueError("frame is None, not an image (cv2.imread returns None for a file it cannot read, "
                          "VideoCapture.read at the end of a stream); pass an HxWx3 BGR uint8 array")

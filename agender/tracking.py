@@ -54,7 +54,19 @@ def face_quality(image: np.ndarray, xyxy, det_conf: float = float("nan")) -> tup
 
 @dataclass
 class TrackSummary:
-    """What a track amounts to (one row of ``<name>.tracks.csv``)."""
+    """What a track amounts to: the one per-track accumulator (the tracker's summaries and
+    ``<name>.tracks.csv``, which the cluster stitcher merges per segment).
+
+    Two writers feed it, each with what it can see: the :class:`Tracker` folds in every fresh
+    estimate with its quality weight (:meth:`add_estimate`: ``w_sum``/``age_wsum``/... give
+    the confidence-weighted means it shows as ``age_avg``/``p_male_avg``); the tracks sink sees
+    only written frames, so it records the raw ages (:meth:`add_raw_age`) and the means as
+    shown (``age_avg``/``p_male_avg``), which keeps the file equal to the table.
+
+    ``age_std`` has one definition, the one ``tracks.csv`` documents: the RMS distance of the
+    track's raw fresh ages (unweighted: ``n``/``age_sum``/``age_sq``) from :attr:`age_mean`.
+    The model's own per-frame spread is a different thing, :attr:`spread_mean`.
+    """
 
     face_id: int
     first_frame: int
@@ -62,15 +74,44 @@ class TrackSummary:
     last_frame: int
     last_s: float
     frames: int = 0  # frames the track was shown in
+    # raw fresh ages, unweighted (age_std)
+    n: int = 0
+    age_sum: float = 0.0
+    age_sq: float = 0.0
+    # the tracker's quality-weighted sums (the running means)
     estimates: int = 0  # frames with a fresh estimate
     w_sum: float = 0.0
     age_wsum: float = 0.0
-    age_w2sum: float = 0.0
     p_wsum: float = 0.0
     spread_wsum: float = 0.0  # the model's own age spread (age_std), weighted like the ages
     spread_w: float = 0.0
     best_quality: float = -1.0
     best_frame: int = -1
+    # the means as last shown in the table (the sink's view; None until one is shown)
+    age_avg: float | None = None
+    p_male_avg: float | None = None
+    best_score: float = -1.0  # the sink's best chip (chip_score) and its name
+    best_chip: str = ""
+
+    @classmethod
+    def from_state(cls, d: dict) -> "TrackSummary":
+        """From a checkpoint's dict: unknown (retired) keys are dropped, ``None`` floats are
+        NaN, and a sink checkpoint written before the classes were one (no frame numbers) loads
+        with frame numbers -1."""
+        known = {k: v for k, v in d.items() if k in _SUMMARY_FIELDS}
+        for k, v in known.items():
+            if v is None and k not in ("age_avg", "p_male_avg"):
+                known[k] = float("nan")
+        known.setdefault("first_frame", -1)
+        known.setdefault("last_frame", -1)
+        return cls(**known)
+
+    def add_raw_age(self, age: float) -> None:
+        """One fresh raw age, unweighted (what ``age_std`` is the spread of)."""
+        if age == age:
+            self.n += 1
+            self.age_sum += age
+            self.age_sq += age * age
 
     def add_estimate(self, age: float, p_male: float, weight: float, spread: float = float("nan")) -> None:
         w = max(float(weight), 1e-3)  # a blurry estimate still counts a little
@@ -79,7 +120,7 @@ class TrackSummary:
             self.spread_w += w
         if age == age:
             self.age_wsum += w * age
-            self.age_w2sum += w * age * age
+        self.add_raw_age(age)
         if p_male == p_male:
             self.p_wsum += w * p_male
         self.w_sum += w
@@ -87,15 +128,19 @@ class TrackSummary:
 
     @property
     def age_mean(self) -> float:
-        return self.age_wsum / self.w_sum if self.w_sum > 0 else float("nan")
+        """The confidence-weighted mean age: computed where the weights were seen (the tracker),
+        else the last one shown (the sink: the tracker's value, as the table has it)."""
+        if self.w_sum > 0:
+            return self.age_wsum / self.w_sum
+        return float("nan") if self.age_avg is None else self.age_avg
 
     @property
     def age_std(self) -> float:
-        """Weighted spread of the raw ages around :attr:`age_mean` (years)."""
-        if self.w_sum <= 0:
-            return float("nan")
+        """RMS distance of the raw fresh ages from :attr:`age_mean` (years); NaN without any."""
         m = self.age_mean
-        return math.sqrt(max(self.age_w2sum / self.w_sum - m * m, 0.0))
+        if not self.n or m != m:
+            return float("nan")
+        return math.sqrt(max((self.age_sq - 2 * m * self.age_sum + self.n * m * m) / self.n, 0.0))
 
     @property
     def spread_mean(self) -> float:
@@ -104,7 +149,9 @@ class TrackSummary:
 
     @property
     def p_male_mean(self) -> float:
-        return self.p_wsum / self.w_sum if self.w_sum > 0 else float("nan")
+        if self.w_sum > 0:
+            return self.p_wsum / self.w_sum
+        return float("nan") if self.p_male_avg is None else self.p_male_avg
 
     @property
     def gender(self) -> str:
@@ -195,8 +242,7 @@ class Tracker:
         self._next_id = int(state["next_id"])
         self._summary = {}
         for d in state["summary"]:
-            known = {k: (float("nan") if v is None else v) for k, v in d.items() if k in _SUMMARY_FIELDS}
-            self._summary[int(d["face_id"])] = TrackSummary(**known)
+            self._summary[int(d["face_id"])] = TrackSummary.from_state(d)
         self._live = {}
         for k, v in state["live"].items():
             lm = v["landmarks"]

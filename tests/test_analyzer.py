@@ -141,6 +141,21 @@ def test_faces_smaller_than_min_face_are_skipped(store, analyzer):
     assert np.all((kept.xyxy[:, 2:] - kept.xyxy[:, :2]).min(axis=1) >= min_face)
 
 
+def test_min_face_is_one_rule_in_full_frame_pixels_whatever_the_detect_width(store, analyzer):
+    """The Analyzer's detector applies no minimum of its own (it would count pixels of the
+    downscaled copy): the same min_face keeps the same faces on a 320 px copy as on 640."""
+    assert analyzer.detector.min_face == 0
+    img = _read(GROUP)  # faces 40-60 px wide at 640 px, 20-30 on the 320 px copy
+    sides = (analyzer.detect(img).xyxy[:, 2:] - analyzer.detect(img).xyxy[:, :2]).min(axis=1)
+    min_face = int(np.median(sides)) + 1
+    for width in (640, 320):
+        an = Analyzer(detector=analyzer.detector, estimator=analyzer.estimator, models=store, detect_width=width,
+                      min_face=min_face)
+        kept = an.detect(img)
+        assert 0 < len(kept) < 7, width
+        assert np.all((kept.xyxy[:, 2:] - kept.xyxy[:, :2]).min(axis=1) >= min_face), width
+
+
 def test_analyze_frames_batch_equals_per_frame_results(analyzer):
     frames = [_read(GROUP), _read(KNUTH), np.full((360, 640, 3), 90, np.uint8), _read(INDIA), _tv_frame(656)]
     batch = analyzer.analyze_frames(frames)

@@ -381,3 +381,32 @@ def test_clip_with_audio_helper_makes_a_real_audio_track(tmp_path, walking):
     with av.open(str(tmp_path / "a.mp4")) as c:
         assert c.streams.audio[0].codec_context.name == "aac"
         assert sum(1 for _ in c.decode(audio=0)) > 30
+
+
+# -- tracks file: one accumulator -------------------------------------------------------------
+def test_tracks_file_from_a_sink_state_is_the_sinks_own_file_and_age_std_is_the_documented_rms(tmp_path):
+    """TracksSink and the cluster stitcher share TrackSummary: a file rebuilt from a sink's
+    checkpoint is the sink's own file, an old (pre-unification) checkpoint still loads, and
+    ``age_std`` is the RMS of the raw fresh ages around ``age_mean`` (docs/tracking.md)."""
+    from agender.cluster.stitch import merge_tracks, tracks_file_bytes
+    from agender.io.sinks.tracks import TracksSink
+
+    sink = TracksSink(tmp_path / "x.tracks.csv", stem="x")
+    img = np.zeros((120, 160, 3), np.uint8)
+    ages = [30.0, 34.0, float("nan"), 38.0]  # NaN: tracked, not re-estimated
+    for k, age in enumerate(ages):
+        sink.write(Frame(k, k / 10, img), Faces(xyxy=[[10, 10, 60, 70]], det_conf=[0.9], age=[age], p_male=[0.8],
+                                                 track_id=[3], age_avg=[33.0], p_male_avg=[0.8]))
+    state = sink.checkpoint()
+    sink.close()
+    own = (tmp_path / "x.tracks.csv").read_bytes()
+    assert tracks_file_bytes(merge_tracks([state], [{}], "x"), "csv", "x") == own
+    row = dict(zip(TRACK_SUMMARY_COLUMNS, own.decode().splitlines()[1].split(",")))
+    raw = np.array([30.0, 34.0, 38.0])
+    assert row["frames"] == "4" and float(row["age_std"]) == pytest.approx(math.sqrt(((raw - 33.0) ** 2).mean()), abs=0.01)
+    old = {"tracks": [{k: v for k, v in t.items() if k in ("face_id", "first_s", "last_s", "frames", "n", "age_sum",
+                                                            "age_sq", "age_avg", "p_male_avg", "best_score", "best_chip")}
+                      for t in state["tracks"]]}
+    resumed = TracksSink(tmp_path / "y.tracks.csv", stem="x")
+    resumed.begin(old)
+    assert resumed.rows() == sink.rows()

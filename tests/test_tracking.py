@@ -9,6 +9,8 @@ before/after frames). The estimator is SSR-Net (fast on CPU); the tracker does n
 """
 from __future__ import annotations
 
+import math
+
 import collections
 import json
 
@@ -278,3 +280,5 @@ def test_track_label_spread_is_the_mean_of_the_models_spreads():
     s.add_estimate(34.0, 0.8, 3.0, 8.0)
     assert s.spread_mean == pytest.approx((4.0 + 3 * 8.0) / 4)
     assert s.age_mean == pytest.approx((30.0 + 3 * 34.0) / 4)
+    # age_std: the documented tracks.csv spread, unweighted RMS of the raw ages around age_mean (33)
+    assert s.age_std == pytest.approx(math.sqrt(((30.0 - 33.0) ** 2 + (34.0 - 33.0) ** 2) / 2))

@@ -97,6 +97,8 @@ def merge_tracks(metas: list[dict], maps: list[dict[int, int]], stem: str) -> li
                 else:
                     b[k] = (x * n1 + y * n2) / (n1 + n2) if n1 + n2 else y
             b["first_s"], b["last_s"] = min(b["first_s"], a["first_s"]), max(b["last_s"], a["last_s"])
+            if "first_frame" in a and "first_frame" in b:  # sink states written since the classes were one
+                b["first_frame"], b["last_frame"] = min(b["first_frame"], a["first_frame"]), max(b["last_frame"], a["last_frame"])
             for k in ("frames", "n", "age_sum", "age_sq"):
                 b[k] += a[k]
             if a["best_score"] > b["best_score"]:
@@ -106,10 +108,11 @@ def merge_tracks(metas: list[dict], maps: list[dict[int, int]], stem: str) -> li
 
 def tracks_file_bytes(accs: Iterable[dict], fmt: str, stem: str) -> bytes:
     """``<name>.tracks.csv``/``.jsonl`` from merged accumulators, through TracksSink's own writer."""
-    from agender.io.sinks.tracks import TracksSink, _Acc
+    from agender.io.sinks.tracks import TracksSink
+    from agender.tracking import TrackSummary
 
     sink = TracksSink(Path("unused"), stem=stem, format=fmt)
-    sink._acc = {int(a["face_id"]): _Acc(**a) for a in accs}
+    sink._acc = {int(a["face_id"]): TrackSummary.from_state(a) for a in accs}
     if fmt == "jsonl":
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sink.records()).encode("utf-8")
     buf = io.StringIO()

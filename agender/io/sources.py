@@ -36,6 +36,14 @@ class Frame:
     name: str = ""  # for image sources: the file this frame came from
     small: tuple[np.ndarray, float] | None = None  # the detector's downscaled copy, when made ahead
 
+    def __post_init__(self) -> None:
+        """Convert at the source, once: every later stage (downscale, detect, crop, estimators)
+        then gets contiguous BGR uint8 and ``to_bgr8`` is a no-op for it (a decoder's frame
+        already is, so this costs nothing there)."""
+        from agender.imageops import to_bgr8
+
+        self.image = to_bgr8(self.image)
+
 
 class Source(Protocol):
     name: str

@@ -17,7 +17,7 @@ spreadsheet-safe like the main table's text cells; the JSONL has numbers as JSON
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,33 +25,13 @@ from agender.faces import gender_of
 from agender.io.sinks.base import Sink, write_table
 from agender.io.sinks.chips import chip_name, chip_score, has_fresh_estimate
 from agender.io.sinks.table import spreadsheet_safe
+from agender.tracking import TrackSummary
 
 if TYPE_CHECKING:
     from agender.faces import Faces
     from agender.io.sources import Frame
 
 COLUMNS = ("face_id", "first_s", "last_s", "frames", "age_mean", "age_std", "gender", "p_male_mean", "best_chip")
-
-
-@dataclass
-class _Acc:
-    face_id: int
-    first_s: float
-    last_s: float
-    frames: int = 0
-    n: int = 0  # fresh age estimates
-    age_sum: float = 0.0
-    age_sq: float = 0.0
-    age_avg: float | None = None
-    p_male_avg: float | None = None
-    best_score: float = -1.0
-    best_chip: str = ""
-
-    def age_std(self) -> float:
-        m = self.age_avg
-        if not self.n or m is None:
-            return float("nan")
-        return math.sqrt(max((self.age_sq - 2 * m * self.age_sum + self.n * m * m) / self.n, 0.0))
 
 
 def _num(v: float | None, nd: int) -> str:
@@ -67,24 +47,21 @@ class TracksSink(Sink):
         self.path = Path(path)
         self.stem = stem
         self.format = format
-        self._acc: dict[int, _Acc] = {}
+        self._acc: dict[int, TrackSummary] = {}
 
     def write(self, frame: "Frame", faces: "Faces") -> None:
         t = float(frame.time_s)
         for i, tid in faces.tracked():
             a = self._acc.get(tid)
             if a is None:
-                a = self._acc[tid] = _Acc(tid, t, t)
-            a.last_s = t
+                a = self._acc[tid] = TrackSummary(tid, frame.index, t, frame.index, t)
+            a.last_frame, a.last_s = frame.index, t
             a.frames += 1
             if math.isfinite(faces.age_avg[i]):
                 a.age_avg = float(faces.age_avg[i])
             if math.isfinite(faces.p_male_avg[i]):
                 a.p_male_avg = float(faces.p_male_avg[i])
-            if math.isfinite(faces.age[i]):
-                a.n += 1
-                a.age_sum += float(faces.age[i])
-                a.age_sq += float(faces.age[i]) ** 2
+            a.add_raw_age(float(faces.age[i]))
             if has_fresh_estimate(faces, i):
                 score = chip_score(frame.image, faces, i)
                 if score > a.best_score:
@@ -96,7 +73,7 @@ class TracksSink(Sink):
         for a in sorted(self._acc.values(), key=lambda a: a.face_id):
             p = a.p_male_avg
             out.append([str(a.face_id), f"{a.first_s:.3f}", f"{a.last_s:.3f}", str(a.frames), _num(a.age_avg, 2),
-                        _num(a.age_std(), 2), gender_of(p), _num(p, 4), spreadsheet_safe(a.best_chip)])
+                        _num(a.age_std, 2), gender_of(p), _num(p, 4), spreadsheet_safe(a.best_chip)])
         return out
 
     def records(self) -> list[dict]:
@@ -108,7 +85,7 @@ class TracksSink(Sink):
         for a in sorted(self._acc.values(), key=lambda a: a.face_id):
             p = a.p_male_avg
             out.append(dict(zip(COLUMNS, [
-                a.face_id, round(a.first_s, 3), round(a.last_s, 3), a.frames, num(a.age_avg, 2), num(a.age_std(), 2),
+                a.face_id, round(a.first_s, 3), round(a.last_s, 3), a.frames, num(a.age_avg, 2), num(a.age_std, 2),
                 gender_of(p) or None, num(p, 4), a.best_chip or None])))
         return out
 
@@ -120,7 +97,7 @@ class TracksSink(Sink):
         self._acc = {}
         if state is not None:
             for d in state.get("tracks", []):
-                self._acc[int(d["face_id"])] = _Acc(**d)
+                self._acc[int(d["face_id"])] = TrackSummary.from_state(d)
         return True
 
     def checkpoint(self) -> dict:
