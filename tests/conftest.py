@@ -8,6 +8,7 @@ shared models through ``AGENDER_MODELS``.
 """
 from __future__ import annotations
 
+import csv
 import os
 import types
 from pathlib import Path
@@ -38,6 +39,15 @@ def shared() -> Path:
     if not shared_present():
         pytest.skip(f"{SHARED} not present")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def dev_rows() -> list[dict]:
+    """faces-dev's labels.csv rows (file, age, gender, race)."""
+    if not FACES_DEV.is_dir():
+        pytest.skip(f"{FACES_DEV} not present")
+    with open(FACES_DEV / "labels.csv") as fh:
+        return list(csv.DictReader(fh))
 
 
 # --------------------------------------------------------------------------- skip without ../shared

@@ -3,7 +3,6 @@ after it agreed with the float net on this CPU (ages *and* P(male)), flip-averag
 Cydral on faces-dev. Real shipped weights, real faces-dev images."""
 from __future__ import annotations
 
-import csv
 import json
 import logging
 
@@ -22,13 +21,6 @@ from agender.eval import LabeledSet, evaluate, read_labels
 def int8() -> AgenderEstimator:
     return AgenderEstimator(device="cpu", threads=1)
 
-
-@pytest.fixture(scope="module")
-def dev_rows() -> list[dict]:
-    if not FACES_DEV.is_dir():
-        pytest.skip(f"{FACES_DEV} not present")
-    with open(FACES_DEV / "labels.csv") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_the_shipped_agender_net_is_found_without_configuration_and_is_under_10_mb(monkeypatch):

@@ -3,7 +3,6 @@ our own onnxruntime sessions. Real weights (the installed package), real faces (
 photos), real YuNet landmarks."""
 from __future__ import annotations
 
-import csv
 
 import cv2
 import numpy as np
@@ -29,13 +28,6 @@ def whole_image_est() -> CydralEstimator:
     """The whole image is the face box: the package's predict_face semantics."""
     return CydralEstimator(device="cpu", crop_padding=0.0)
 
-
-@pytest.fixture(scope="module")
-def dev_rows() -> list[dict]:
-    if not FACES_DEV.is_dir():
-        pytest.skip(f"{FACES_DEV} not present")
-    with open(FACES_DEV / "labels.csv") as fh:
-        return list(csv.DictReader(fh))
 
 
 def _read(row: dict) -> np.ndarray:

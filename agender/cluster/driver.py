@@ -81,7 +81,7 @@ class ClusterRunner:
         return max(spread, math.ceil(n_frames / max(1.0, fps * 600)))
 
     def _prepare(self, item: InputItem) -> _Job | InputResult:
-        r, o = self.runner, self.runner.options
+        r = self.runner
         table = r.table_path(item)
         lock = OutputLock(r.lock_path(item), output=table)
         try:

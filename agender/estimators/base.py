@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from agender.errors import AgenderError
 
 if TYPE_CHECKING:
     from agender.faces import Estimates

@@ -21,7 +21,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from agender.devices import OnnxSession
