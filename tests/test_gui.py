@@ -30,6 +30,7 @@ from agender.gui.kiosk import paint_idle  # noqa: E402
 from agender.gui.main_window import MainWindow  # noqa: E402
 from agender.gui.settings import Settings  # noqa: E402
 from agender.gui.worker import ModelConfig  # noqa: E402
+from _gui import window_factory  # noqa: E402
 from agender.io.sources import Frame, VideoSource  # noqa: E402
 
 from conftest import PHOTOS, REPO, VIDEOS  # noqa: E402
@@ -71,22 +72,7 @@ def settings(tmp_path) -> Settings:
 @pytest.fixture
 def window(qtbot, settings):
     """Factory: a shown MainWindow that is closed (and its threads stopped) after the test."""
-    made: list[MainWindow] = []
-
-    def make(**kw) -> MainWindow:
-        kw.setdefault("settings", settings)
-        kw.setdefault("config", FAST)
-        kw.setdefault("dialogs", ScriptedDialogs())
-        kw.setdefault("probe_cameras", False)
-        win = MainWindow(**kw)
-        qtbot.addWidget(win)
-        made.append(win)
-        win.show()
-        return win
-
-    yield make
-    for w in made:
-        w.close()
+    yield from window_factory(qtbot, {"dialogs": ScriptedDialogs}, settings=settings, config=FAST, probe_cameras=False)
 
 
 def _walking_frames() -> list[np.ndarray]:

@@ -157,30 +157,17 @@ pytest.importorskip("pytestqt")
 from PyQt5.QtCore import QSettings  # noqa: E402
 
 from agender.gui.adapt import MODES  # noqa: E402
-from agender.gui.main_window import MainWindow  # noqa: E402
 from agender.gui.settings import Settings  # noqa: E402
 from agender.gui.worker import ModelConfig  # noqa: E402
+from _gui import window_factory  # noqa: E402
 
 FAST = ModelConfig(detector="yunet", estimator="ssrnet:wiki", device="cpu")
 
 
 @pytest.fixture
 def window(qtbot, tmp_path):
-    made = []
-
-    def make(**kw):
-        kw.setdefault("settings", Settings(QSettings(str(tmp_path / "gui.ini"), QSettings.IniFormat)))
-        kw.setdefault("config", FAST)
-        kw.setdefault("probe_cameras", False)
-        win = MainWindow(**kw)
-        qtbot.addWidget(win)
-        made.append(win)
-        win.show()
-        return win
-
-    yield make
-    for w in made:
-        w.close()
+    settings = Settings(QSettings(str(tmp_path / "gui.ini"), QSettings.IniFormat))
+    yield from window_factory(qtbot, settings=settings, config=FAST, probe_cameras=False)
 
 
 def _recording_factory(calls, wrap=None):
