@@ -131,17 +131,11 @@ class AgenderEstimator:
     def _int8_net(self, path: Path) -> tuple[Path, str]:
         """The int8 net, quantized here once and used only after it agreed with the float net
         on this CPU (ages and P(male)); else one warning and the float net."""
-        from agender.estimators.cydral_int8 import Int8Rejected, cached_int8_age_net
+        from agender.estimators.cydral_int8 import int8_or_float
 
-        try:
-            q = cached_int8_age_net(path, self.meta["means"], self.meta["scale"], True, self.meta["ages"])
-        except Int8Rejected as exc:
-            log.warning("agender:int8: %s; using fp32", exc)
-            return path, "extended"
-        except Exception as exc:  # onnxruntime.quantization missing/changed, cache not writable, ...
-            msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-            log.warning("agender:int8: cannot quantize %s (%s%s), using fp32", path.name, type(exc).__name__,
-                        f": {msg}" if msg else "")
+        q = int8_or_float(path, self.meta["means"], self.meta["scale"], True, self.meta["ages"], "agender:int8",
+                          what=path.name, logger=log)
+        if q is None:
             return path, "extended"
         self.name = "agender:int8"
         return q, "all"

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from agender.devices import OnnxSession
-from agender.errors import AgenderError, ModelError, one_line
+from agender.errors import AgenderError, ModelError
 from agender.faces import Estimates
 from agender.imageops import to_bgr8
 from agender.models.store import sha256_file
@@ -218,16 +218,12 @@ class CydralEstimator:
         """The cached int8 age net (see :mod:`agender.estimators.cydral_int8`), used only once
         it has agreed with the float net on this CPU. On any failure or disagreement: one
         warning and the fp32 net, so speed never costs a user right ages."""
-        from agender.estimators.cydral_int8 import Int8Rejected, cached_int8_age_net
+        from agender.estimators.cydral_int8 import int8_or_float
 
         spec = self.bundle.age
-        try:
-            path = cached_int8_age_net(spec.path, spec.means, spec.scale, spec.rgb, self.bundle.age_weights)
-        except Int8Rejected as exc:
-            log.warning("cydral:int8: %s; using fp32", exc)
-            return spec.path, "extended"
-        except Exception as exc:  # onnxruntime.quantization missing/changed, cache not writable, ...
-            log.warning("cydral:int8: cannot quantize the age net (%s), using fp32", one_line(exc, limit=160))
+        path = int8_or_float(spec.path, spec.means, spec.scale, spec.rgb, self.bundle.age_weights, "cydral:int8",
+                             logger=log)
+        if path is None:
             return spec.path, "extended"
         self.name = "cydral:int8"
         # "all" on the int8 graph: it fuses QDQ into QLinearConv, 2x faster than "extended"

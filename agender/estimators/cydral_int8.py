@@ -422,3 +422,19 @@ def _verdict(model: Path, digest: str) -> dict | None:
     if not isinstance(verdict, dict) or verdict.get("model_sha256") != digest or "passed" not in verdict:
         return None
     return verdict
+
+
+def int8_or_float(source: Path, means: np.ndarray, scale: float, rgb: bool, age_weights: np.ndarray,
+                  label: str, what: str = "the age net", logger: logging.Logger = log) -> Path | None:
+    """The checked int8 model for ``source`` (:func:`cached_int8_age_net`), or None after one
+    warning naming ``label`` when it disagrees here or cannot be built: the caller then runs the
+    float net, so speed never costs a user right answers. Logged through the caller's ``logger``."""
+    from agender.errors import one_line
+
+    try:
+        return cached_int8_age_net(source, means, scale, rgb, age_weights)
+    except Int8Rejected as exc:
+        logger.warning("%s: %s; using fp32", label, exc)
+    except Exception as exc:  # onnxruntime.quantization missing/changed, cache not writable, ...
+        logger.warning("%s: cannot quantize %s (%s), using fp32", label, what, one_line(exc, limit=160))
+    return None
