@@ -208,3 +208,45 @@ def test_a_track_that_ends_before_it_is_described_leaves_no_crop_behind(embedder
         st.process(img, Faces(), [])  # nothing on screen (a kiosk's empty hours)
         st.process(img, Faces(xyxy=[[200, 10, 280, 90]], det_conf=[1], track_id=[2]), [0.1])
     assert 1 not in st._best and 1 not in [t for t, _ in st.state_dict()["best"]]
+
+
+def test_the_onnx_descriptor_gives_dlibs_own_numbers_on_real_faces(analyzer, embedder):
+    """The converted net (agender.reid_onnx) against dlib's compute_face_descriptor on every
+    face of a group photo and a TV frame: the same 128 numbers, not a look-alike."""
+    assert embedder.backend == "onnx"
+    ref = FaceEmbedder(backend="dlib")
+    for img in (cv2.imread(str(sorted(PHOTOS.glob("*.jpg"))[0])), _frame(240)):
+        boxes = analyzer.detect(img).xyxy
+        assert len(boxes)
+        got, want = embedder.embed(img, boxes), ref.embed(img, boxes)
+        assert got.shape == want.shape == (len(boxes), 128)
+        assert np.abs(got - want).max() < 1e-4
+
+
+def test_a_truncated_descriptor_file_is_a_one_line_error_naming_it(tmp_path):
+    from agender.errors import ModelError
+    from agender.reid_onnx import read_dlib_net
+
+    bad = tmp_path / "dlib_face_recognition_resnet_model_v1.dat"
+    bad.write_bytes(model_paths()[0].read_bytes()[:200_000])
+    with pytest.raises(ModelError) as err:
+        read_dlib_net(bad)
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_failed_conversion_falls_back_to_dlib_with_one_warning(tmp_path, monkeypatch, caplog):
+    """A cache that cannot be written (its path is a file, so no onnx/ folder can be made
+    under it) fails the conversion; re-identification still works, on dlib's own descriptor."""
+    import agender.reid as reid
+
+    monkeypatch.setenv("AGENDER_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").write_text("not a folder")  # the cache path is a file: no onnx/ under it
+    reid._descriptor_session.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="agender.reid"):
+            emb = FaceEmbedder()
+        assert emb.backend == "dlib"
+        assert any("dlib's own" in r.getMessage() for r in caplog.records)
+    finally:
+        reid._descriptor_session.cache_clear()
+        reid._warn_once.cache_clear()

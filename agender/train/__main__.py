@@ -96,6 +96,9 @@ def main(argv=None) -> int:
     p.add_argument("--epoch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--race-power", type=float, default=None,
+                   help="race balancing inside a decade x gender cell: weight ∝ n^-POWER (default 0.5)")
+    p.add_argument("--gender-weight", type=float, default=None, help="weight of the gender loss (default 1)")
     p.add_argument("--export-only", type=Path, default=None, metavar="CKPT",
                    help="skip training: export and evaluate this checkpoint")
     p.add_argument("--average", nargs="+", type=_part, default=None, metavar="CKPT[:WEIGHT]",
@@ -115,6 +118,10 @@ def main(argv=None) -> int:
         cfg.epochs = a.epochs
     if a.epoch_size:
         cfg.epoch_size = a.epoch_size
+    if a.race_power is not None:
+        cfg.race_power = a.race_power
+    if a.gender_weight is not None:
+        cfg.gender_weight = a.gender_weight
     t0 = time.time()
     if a.average:
         ckpt = average(a.average, out / "average.pt")

@@ -2,7 +2,7 @@
 
 Sampling: every epoch draws ``epoch_size`` chips with replacement, weighted so that each
 decade x gender cell is equally likely, and within a cell race groups (UTK's five labels; AAF
-counts as its own group) are balanced softly (weight ∝ n_race^-0.5). Validation (checkpoint
+counts as its own group) are balanced softly (weight ∝ n_race^-0.5; ``--race-power`` 1 balances them fully). Validation (checkpoint
 choice, age_std calibration) uses training data only: a seeded 5 % of UTK and the AAF hold-out
 (detector chips). faces-dev is never read here.
 
@@ -45,6 +45,7 @@ class Config:
     gender_weight: float = 1.0
     threads: int = 2
     val_fraction: float = 0.05
+    race_power: float = 0.5   # within a decade x gender cell, a race group's weight ∝ n_race^-race_power
 
 
 def decade(age: np.ndarray) -> np.ndarray:
@@ -69,13 +70,13 @@ def load_all(cache: Path):
     return dict(nd=nd, det=det, has_det=has_det, age=age, male=male, race=race, val=val, hold=hold)
 
 
-def sample_weights(age, male, race) -> np.ndarray:
+def sample_weights(age, male, race, race_power: float = 0.5) -> np.ndarray:
     cell = decade(age) * 2 + male.astype(int)
     w = np.zeros(len(age))
     for c in np.unique(cell):
         m = cell == c
         rs, cnt = np.unique(race[m], return_counts=True)
-        rw = {r: k ** -0.5 for r, k in zip(rs, cnt)}
+        rw = {r: k ** -race_power for r, k in zip(rs, cnt)}
         wc = np.array([rw[r] for r in race[m]])
         w[m] = wc / wc.sum()  # each cell sums to 1
     return w / w.sum()
@@ -182,7 +183,7 @@ def train(cfg: Config, cache: Path, out: Path) -> Path:
     rng = np.random.default_rng(cfg.seed)
     d = load_all(cache)
     tr = ~(d["val"] | d["hold"])
-    w = sample_weights(d["age"][tr], d["male"][tr], d["race"][tr])
+    w = sample_weights(d["age"][tr], d["male"][tr], d["race"][tr], cfg.race_power)
     tr_idx = np.flatnonzero(tr)
     vidx = np.flatnonzero(d["val"])
     hidx = np.flatnonzero(d["hold"])
