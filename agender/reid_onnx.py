@@ -133,85 +133,102 @@ def read_dlib_net(path: Path | str) -> DlibNet:
     return DlibNet(means, size, layers)
 
 
+class _DescriptorGraph:
+    """Walks dlib's layers in order, one method per layer kind, tracking the tensor ``x`` with
+    its channels ``c`` and (square) side ``h`` — static shapes, so the zero padding of
+    dlib's ``add_prev`` is known when the graph is built."""
+
+    def __init__(self, net: DlibNet) -> None:
+        from agender.estimators.ssrnet_onnx import _GraphBuilder
+
+        self.g = g = _GraphBuilder()
+        mean = g.const(np.asarray(net.means, np.float32).reshape(1, 1, 1, 3), "mean")
+        x = g.op("Mul", [g.op("Sub", ["chips", mean]), g.const(np.asarray(1.0 / INPUT_DIVISOR, np.float32), "inv")])
+        self.x, self.c, self.h = g.op("Transpose", [x], perm=[0, 3, 1, 2]), 3, net.size
+        self.block_in = (self.x, self.c, self.h)  # a residual block's input (dlib's tag1)
+        self.shortcut: tuple[str, int, int] | None = None  # a down-sampling block's pooled input
+        self.starts_block = True
+
+    def con(self, L: DlibLayer, affine: DlibLayer | None) -> None:
+        filters, kh, kw, sy, sx, py, px = L.ints
+        if self.starts_block:
+            self.block_in, self.starts_block = (self.x, self.c, self.h), False
+        n = filters * self.c * kh * kw
+        if L.params.size != n + filters:
+            raise ModelError(f"dlib con layer: {L.params.size} parameters for {filters}x{self.c}x{kh}x{kw}")
+        w = L.params[:n].reshape(filters, self.c, kh, kw).astype(np.float64)
+        b = L.params[n:].astype(np.float64)
+        if affine is not None:  # fold dlib's affine (a frozen batch norm) into the convolution
+            gamma, beta = np.split(affine.params.astype(np.float64), 2)
+            w, b = w * gamma[:, None, None, None], b * gamma + beta
+        g = self.g
+        self.x = g.op("Conv", [self.x, g.const(w.astype(np.float32)), g.const(b.astype(np.float32))],
+                      kernel_shape=[kh, kw], strides=[sy, sx], pads=[py, px, py, px])
+        self.c, self.h = filters, (self.h + 2 * py - kh) // sy + 1
+
+    def relu(self) -> None:
+        self.x = self.g.op("Relu", [self.x])
+
+    def pool(self, L: DlibLayer) -> None:
+        kh, kw, sy, sx, py, px = L.ints
+        g, attrs = self.g, dict(kernel_shape=[kh, kw], strides=[sy, sx], pads=[py, px, py, px])
+        if L.kind == "max_pool":
+            self.x, self.h = g.op("MaxPool", [self.x], **attrs), (self.h + 2 * py - kh) // sy + 1
+            self.starts_block = True
+        elif kh == 0:  # avg_pool_everything
+            self.x = g.op("Flatten", [g.op("GlobalAveragePool", [self.x])], axis=1)
+        else:  # the down-sampling block's shortcut (dlib's skip1): its pooled input
+            src, sc, sh = self.block_in
+            self.shortcut = (g.op("AveragePool", [src], **attrs), sc, (sh + 2 * py - kh) // sy + 1)
+
+    def add_prev(self) -> None:
+        other, self.shortcut = self.shortcut or self.block_in, None
+        oc, oh = max(self.c, other[1]), max(self.h, other[2])
+
+        def padded(t: str, tc: int, th: int) -> str:  # dlib adds tensors of unequal size as zero-padded
+            if (tc, th) == (oc, oh):
+                return t
+            pads = self.g.const(np.array([0, 0, 0, 0, 0, oc - tc, oh - th, oh - th], np.int64), "pads")
+            return self.g.op("Pad", [t, pads], mode="constant")
+
+        self.x, self.c, self.h = self.g.op("Add", [padded(self.x, self.c, self.h), padded(*other)]), oc, oh
+        self.starts_block = True
+
+    def fc(self, L: DlibLayer) -> None:
+        outs, ins = L.ints
+        if ins != self.c or L.params.size != ins * outs:
+            raise ModelError(f"dlib fc layer: {L.params.size} parameters for {ins}x{outs} (features {self.c})")
+        self.x = self.g.op("MatMul", [self.x, self.g.const(L.params.reshape(ins, outs))])
+
+
 def build_descriptor_onnx(net: DlibNet):
     """The ONNX graph of ``net``: input ``chips`` (N, size, size, 3) float32 RGB 0-255 (the
     150×150 chips of ``dlib.get_face_chips``), output ``descriptor`` (N, 128)."""
     import onnx
     from onnx import TensorProto, helper
 
-    from agender.estimators.ssrnet_onnx import _GraphBuilder
-
-    g = _GraphBuilder()
-    mean = g.const(np.asarray(net.means, np.float32).reshape(1, 1, 1, 3), "mean")
-    x = g.op("Sub", ["chips", mean])
-    x = g.op("Mul", [x, g.const(np.asarray(1.0 / INPUT_DIVISOR, np.float32), "inv")])
-    x = g.op("Transpose", [x], perm=[0, 3, 1, 2])
-    c, h = 3, net.size  # channels and side of ``x`` (square throughout)
-    block_in, shortcut, start = (x, c, h), None, True
+    b = _DescriptorGraph(net)
     layers = net.layers
-    i = 0
-    while i < len(layers):
-        L = layers[i]
+    for i, L in enumerate(layers):
+        after = layers[i - 1].kind if i else None
         if L.kind == "con":
-            filters, kh, kw, sy, sx, py, px = L.ints
-            if start:
-                block_in, start = (x, c, h), False
-            w = L.params[: filters * c * kh * kw].reshape(filters, c, kh, kw).astype(np.float64)
-            b = L.params[filters * c * kh * kw:].astype(np.float64)
-            if len(b) != filters:
-                raise ModelError(f"dlib con layer {i}: {len(L.params)} parameters for {filters}x{c}x{kh}x{kw}")
-            if i + 1 < len(layers) and layers[i + 1].kind == "affine":  # fold dlib's affine (frozen batch norm)
-                gamma, beta = np.split(layers[i + 1].params.astype(np.float64), 2)
-                w, b = w * gamma[:, None, None, None], b * gamma + beta
-                i += 1
-            x = g.op("Conv", [x, g.const(w.astype(np.float32)), g.const(b.astype(np.float32))],
-                     kernel_shape=[kh, kw], strides=[sy, sx], pads=[py, px, py, px])
-            c, h = filters, (h + 2 * py - kh) // sy + 1
+            b.con(L, layers[i + 1] if i + 1 < len(layers) and layers[i + 1].kind == "affine" else None)
+        elif L.kind == "affine" and after != "con":
+            raise ModelError("a dlib affine layer that does not follow a con layer is not supported")
         elif L.kind == "relu":
-            x = g.op("Relu", [x])
-        elif L.kind == "max_pool":
-            kh, kw, sy, sx, py, px = L.ints
-            x = g.op("MaxPool", [x], kernel_shape=[kh, kw], strides=[sy, sx], pads=[py, px, py, px])
-            h = (h + 2 * py - kh) // sy + 1
-            start = True
-        elif L.kind == "avg_pool" and L.ints[0] == 0:  # avg_pool_everything
-            x = g.op("Flatten", [g.op("GlobalAveragePool", [x])], axis=1)
-        elif L.kind == "avg_pool":  # the down-sampling block's shortcut: pooled block input
-            kh, kw, sy, sx, py, px = L.ints
-            src, sc, sh = block_in
-            pooled = g.op("AveragePool", [src], kernel_shape=[kh, kw], strides=[sy, sx], pads=[py, px, py, px])
-            shortcut = (pooled, sc, (sh + 2 * py - kh) // sy + 1)
+            b.relu()
+        elif L.kind in ("max_pool", "avg_pool"):
+            b.pool(L)
         elif L.kind == "add_prev":
-            other = shortcut or block_in
-            shortcut = None
-            oc, oh = max(c, other[1]), max(h, other[2])
-
-            def padded(t: str, tc: int, th: int) -> str:
-                if (tc, th) == (oc, oh):
-                    return t
-                pads = g.const(np.array([0, 0, 0, 0, 0, oc - tc, oh - th, oh - th], np.int64), "pads")
-                return g.op("Pad", [t, pads], mode="constant")
-
-            x = g.op("Add", [padded(x, c, h), padded(*other)])
-            c, h = oc, oh
-            if i + 1 < len(layers) and layers[i + 1].kind == "relu":
-                x = g.op("Relu", [x])
-                i += 1
-            start = True
+            b.add_prev()
         elif L.kind == "fc":
-            outs, ins = L.ints
-            if ins != c or L.params.size != ins * outs:
-                raise ModelError(f"dlib fc layer: {L.params.size} parameters for {ins}x{outs} (features {c})")
-            x = g.op("MatMul", [x, g.const(L.params.reshape(ins, outs))])
-        else:  # pragma: no cover - read_dlib_net admits no other kind
-            raise ModelError(f"dlib layer {L.kind!r} not supported")
-        i += 1
-    out_dim = layers[-1].ints[0]
-    g.nodes.append(helper.make_node("Identity", [x], ["descriptor"], name="descriptor"))
+            b.fc(L)
+    g = b.g
+    g.nodes.append(helper.make_node("Identity", [b.x], ["descriptor"], name="descriptor"))
     graph = helper.make_graph(
         g.nodes, "dlib-face-descriptor",
         [helper.make_tensor_value_info("chips", TensorProto.FLOAT, ["N", net.size, net.size, 3])],
-        [helper.make_tensor_value_info("descriptor", TensorProto.FLOAT, ["N", out_dim])],
+        [helper.make_tensor_value_info("descriptor", TensorProto.FLOAT, ["N", layers[-1].ints[0]])],
         initializer=g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="agender")
     model.ir_version = 8
