@@ -54,6 +54,19 @@ class _Job:
     t0: float = field(default_factory=time.perf_counter)
 
 
+@dataclass
+class _Dispatch:
+    """The state of one batch's dispatch loop (:meth:`ClusterRunner._run_jobs`)."""
+
+    queue: list[tuple[int, dict]]  # (job, segment) not handed out yet
+    free: list[int]  # idle actors
+    done_frames: int  # frames written by finished segments
+    futures: dict[Any, tuple[int, int, int]] = field(default_factory=dict)  # ref -> (job, segment, actor)
+    pings: dict[int, tuple[Any, float]] = field(default_factory=dict)  # actor -> (status ref, asked at)
+    alive_at: dict[int, float] = field(default_factory=dict)  # actor -> last status answer
+    inflight_frames: dict[int, int] = field(default_factory=dict)  # actor -> frames of its running segment
+
+
 class ClusterRunner:
     """``Runner``'s outputs, computed by the workers of ``cluster``.
 
@@ -203,72 +216,89 @@ class ClusterRunner:
         return [results[k] for k in range(len(items))]
 
     def _run_jobs(self, jobs: dict[int, _Job], results: dict[int, InputResult]) -> None:
+        """Hand every segment still to do to a free actor, collect what comes back, finish each
+        input as its last segment arrives, and report progress until nothing is left."""
         import ray
 
         total = sum(s["frames"] for j in jobs.values() for s in j.segments)
-        done_frames = sum(j.metas[i]["frames_written"] for j in jobs.values() for i in j.metas)
-        queue = [(k, s) for k, j in jobs.items() for s in j.segments if s["index"] not in j.metas]
-        futures: dict[Any, tuple[int, int, int]] = {}  # ref -> (job, segment, actor)
-        free = list(range(self.cluster.workers))
+        disp = _Dispatch(
+            queue=[(k, s) for k, j in jobs.items() for s in j.segments if s["index"] not in j.metas],
+            free=list(range(self.cluster.workers)),
+            done_frames=sum(j.metas[i]["frames_written"] for j in jobs.values() for i in j.metas))
         prog = self.progress
         if prog is not None:
-            prog.start_cluster(total, done_frames, self.cluster.workers)
-        for k, j in jobs.items():
+            prog.start_cluster(total, disp.done_frames, self.cluster.workers)
+        for k, j in jobs.items():  # resumed inputs with every segment already done
             if not j.pending and not [s for s in j.segments if s["index"] not in j.metas]:
                 results[k] = self._finish(j)
-        pings: dict[int, tuple[Any, float]] = {}
-        alive_at: dict[int, float] = {}
-        inflight_frames: dict[int, int] = {}
-        while queue or futures:
-            while queue and free:
-                k, s = queue.pop(0)
-                a = free.pop(0)
-                ref = self.cluster.actors[a].run.remote(jobs[k].spec, s)
-                futures[ref] = (k, s["index"], a)
-                jobs[k].pending.add(s["index"])
-            ready, _ = ray.wait(list(futures), num_returns=1, timeout=0.5)
+        while disp.queue or disp.futures:
+            self._submit(jobs, disp)
+            ready, _ = ray.wait(list(disp.futures), num_returns=1, timeout=0.5)
             for ref in ready:
-                k, si, a = futures.pop(ref)
-                free.append(a)
-                inflight_frames.pop(a, None)
-                job = jobs[k]
-                job.pending.discard(si)
-                try:
-                    meta = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - the segment failed for good (not a lost worker: those are retried)
-                    job.error = job.error or _remote_error_line(job.item, exc)
-                    queue = [(kk, s) for kk, s in queue if kk != k]
-                    continue
-                job.metas[si] = meta
-                done_frames += meta["frames_written"]
-                if not job.pending and len(job.metas) == len(job.segments) and not job.error:
-                    results[k] = self._finish(job)
+                self._collect(ref, jobs, results, disp)
             for k, job in jobs.items():
                 if job.error and not job.pending and k not in results:
                     results[k] = InputResult(job.item, "failed", job.error)
-            # progress: each worker's status answers from its second thread, also mid-segment
-            now = time.monotonic()
-            for a, (ref, t) in list(pings.items()):
-                got, _ = ray.wait([ref], timeout=0)
-                if got:
-                    try:
-                        st = ray.get(got[0])
-                        alive_at[a] = now
-                        if st.get("segment") is not None and any(v[2] == a for v in futures.values()):
-                            inflight_frames[a] = int(st.get("frames", 0))
-                    except Exception:  # noqa: BLE001 - a dead worker
-                        pass
-                    del pings[a]
-                elif now - t > 10:
-                    del pings[a]
-            for a in range(self.cluster.workers):
-                if a not in pings:
-                    pings[a] = (self.cluster.actors[a].status.remote(), now)
-            alive = sum(1 for a in range(self.cluster.workers) if now - alive_at.get(a, -1e9) < 5)
+            alive = self._poll_workers(disp)
             if prog is not None:
-                prog.update(done_frames + sum(inflight_frames.values()), alive)
+                prog.update(disp.done_frames + sum(disp.inflight_frames.values()), alive)
         if prog is not None:
             prog.finish()
+
+    def _submit(self, jobs: dict[int, _Job], disp: _Dispatch) -> None:
+        """Queued segments to free actors, in plan order, one segment per actor."""
+        while disp.queue and disp.free:
+            k, s = disp.queue.pop(0)
+            a = disp.free.pop(0)
+            ref = self.cluster.actors[a].run.remote(jobs[k].spec, s)
+            disp.futures[ref] = (k, s["index"], a)
+            jobs[k].pending.add(s["index"])
+
+    def _collect(self, ref: Any, jobs: dict[int, _Job], results: dict[int, InputResult], disp: _Dispatch) -> None:
+        """A finished segment: its actor is free again; its meta is kept (and the input stitched
+        when it was the last one), or its input is marked failed and its queued segments dropped."""
+        import ray
+
+        k, si, a = disp.futures.pop(ref)
+        disp.free.append(a)
+        disp.inflight_frames.pop(a, None)
+        job = jobs[k]
+        job.pending.discard(si)
+        try:
+            meta = ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 - the segment failed for good (not a lost worker: those are retried)
+            job.error = job.error or _remote_error_line(job.item, exc)
+            disp.queue = [(kk, s) for kk, s in disp.queue if kk != k]
+            return
+        job.metas[si] = meta
+        disp.done_frames += meta["frames_written"]
+        if not job.pending and len(job.metas) == len(job.segments) and not job.error:
+            results[k] = self._finish(job)
+
+    def _poll_workers(self, disp: _Dispatch) -> int:
+        """Read the workers' status answers, ask again where none is out, and return how many
+        workers answered within the last 5 s. Progress: each worker's status answers from its
+        second thread, also mid-segment."""
+        import ray
+
+        now = time.monotonic()
+        for a, (ref, t) in list(disp.pings.items()):
+            got, _ = ray.wait([ref], timeout=0)
+            if got:
+                try:
+                    st = ray.get(got[0])
+                    disp.alive_at[a] = now
+                    if st.get("segment") is not None and any(v[2] == a for v in disp.futures.values()):
+                        disp.inflight_frames[a] = int(st.get("frames", 0))
+                except Exception:  # noqa: BLE001 - a dead worker
+                    pass
+                del disp.pings[a]
+            elif now - t > 10:
+                del disp.pings[a]
+        for a in range(self.cluster.workers):
+            if a not in disp.pings:
+                disp.pings[a] = (self.cluster.actors[a].status.remote(), now)
+        return sum(1 for a in range(self.cluster.workers) if now - disp.alive_at.get(a, -1e9) < 5)
 
     # -- stitching -----------------------------------------------------------------------
     def _finish(self, job: _Job) -> InputResult:

@@ -407,35 +407,9 @@ class InferenceWorker(Worker):
         an = self.analyzer
         mode = self.mode
         if an is not None:
-            before = replace(an.times)
-            t_an = time.perf_counter()
-            sync_det = 0.0
-            try:
-                faces, sync_det = self._analyze(item, detected, want)
-                self.last_error = ""
-            except Exception as exc:  # noqa: BLE001 - show the frame, report once
-                msg = error_message(exc)
-                if msg != self.last_error:  # the same failure on every frame: reported once
-                    self.last_error = msg
-                    log.warning("analysis failed: %s", msg)
-                    self.errored.emit(exc)
-            t_an = time.perf_counter() - t_an
-            t = an.times
-            # the detect-ahead thread adds to an.times.resize/detect concurrently: count those per frame instead
-            stage_ms = {k: 1000.0 * (getattr(t, k) - getattr(before, k)) for k in ("crop", "estimate")}
-            stage_ms["detect"] = 1000.0 * (det_ahead_s + sync_det)
-            # "track": everything of the analysis that is not a model (tracker, cut detector, bookkeeping)
-            stage_ms["track"] = max(0.0, 1000.0 * (t_an - sync_det) - stage_ms["crop"] - stage_ms["estimate"])
+            faces, stage_ms = self._timed_analysis(an, item, detected, want, det_ahead_s)
         if self._recorder is not None:
-            try:
-                self._recorder.write(item.frame, faces)
-            except Exception as exc:  # noqa: BLE001 - stop recording, keep showing
-                rec, self._recorder = self._recorder, None
-                try:
-                    rec.abort()  # no half-written file left behind
-                except Exception:  # noqa: BLE001
-                    pass
-                self.recording.emit(False, f"recording failed: {exc}")
+            self._record_frame(item, faces)
         t0 = time.monotonic()
         display = render_display(image, faces, self.display_size, self.overlay)
         now = time.monotonic()
@@ -443,20 +417,67 @@ class InferenceWorker(Worker):
         self.meter.tick(now)
         self.frames += 1
         if an is not None and self.adaptive:
-            fps = self.source_fps if self.source_fps and self.source_fps > 0 else 25.0
-            level = self.governor.update({"detect": busy_ahead_s, "worker": time.perf_counter() - t_start}, 1.0 / fps)
-            if level != self.level:
-                self.level = level
-                log.warning("live monitor: %s (load %.2f of the source's frame time)",
-                            MODES[level].text if level else "keeping up again: every frame", self.governor.load)
+            self._adapt(busy_ahead_s, time.perf_counter() - t_start)
         if an is not None:
-            epoch = item.generation >> 20
-            if epoch != self.run_epoch:
-                self.run_epoch, self.run_processed, self.t_first_done = epoch, 0, now
-            self.run_processed += 1
-            self.t_last_done = now
+            self._count_done(item, now)
         self.results.put(Result(item, faces, display, now, stage_ms, self.meter.rate, mode.name))
         self.result_ready.emit()
+
+    def _timed_analysis(self, an: Any, item: Captured, detected: Faces | None, want: bool,
+                        det_ahead_s: float) -> tuple[Faces, dict[str, float]]:
+        """This frame's faces (none when the analysis failed: the frame is still shown) and the
+        milliseconds each stage took for it."""
+        faces = Faces()
+        before = replace(an.times)
+        t_an = time.perf_counter()
+        sync_det = 0.0
+        try:
+            faces, sync_det = self._analyze(item, detected, want)
+            self.last_error = ""
+        except Exception as exc:  # noqa: BLE001 - show the frame, report once
+            msg = error_message(exc)
+            if msg != self.last_error:  # the same failure on every frame: reported once
+                self.last_error = msg
+                log.warning("analysis failed: %s", msg)
+                self.errored.emit(exc)
+        t_an = time.perf_counter() - t_an
+        t = an.times
+        # the detect-ahead thread adds to an.times.resize/detect concurrently: count those per frame instead
+        stage_ms = {k: 1000.0 * (getattr(t, k) - getattr(before, k)) for k in ("crop", "estimate")}
+        stage_ms["detect"] = 1000.0 * (det_ahead_s + sync_det)
+        # "track": everything of the analysis that is not a model (tracker, cut detector, bookkeeping)
+        stage_ms["track"] = max(0.0, 1000.0 * (t_an - sync_det) - stage_ms["crop"] - stage_ms["estimate"])
+        return faces, stage_ms
+
+    def _record_frame(self, item: Captured, faces: Faces) -> None:
+        """The frame and its faces to the recording; a failed write stops the recording (the
+        half-written file removed), never the live view."""
+        try:
+            self._recorder.write(item.frame, faces)
+        except Exception as exc:  # noqa: BLE001 - stop recording, keep showing
+            rec, self._recorder = self._recorder, None
+            try:
+                rec.abort()  # no half-written file left behind
+            except Exception:  # noqa: BLE001
+                pass
+            self.recording.emit(False, f"recording failed: {exc}")
+
+    def _adapt(self, busy_ahead_s: float, worker_s: float) -> None:
+        """Feed this frame's load to the governor; log when it changes the mode."""
+        fps = self.source_fps if self.source_fps and self.source_fps > 0 else 25.0
+        level = self.governor.update({"detect": busy_ahead_s, "worker": worker_s}, 1.0 / fps)
+        if level != self.level:
+            self.level = level
+            log.warning("live monitor: %s (load %.2f of the source's frame time)",
+                        MODES[level].text if level else "keeping up again: every frame", self.governor.load)
+
+    def _count_done(self, item: Captured, now: float) -> None:
+        """Count an analysed frame for the current run (a new source or seek starts a new one)."""
+        epoch = item.generation >> 20
+        if epoch != self.run_epoch:
+            self.run_epoch, self.run_processed, self.t_first_done = epoch, 0, now
+        self.run_processed += 1
+        self.t_last_done = now
 
 
 def _tracked_analyzer(analyzer: Any, fps: float) -> Any:

@@ -120,18 +120,7 @@ def convert(key: str, dest: Path, *, weights: str = "auto", models: Any = None) 
 
     ``weights="auto"``: float32, or float16 when the float32 file would exceed
     :data:`SHIP_LIMIT_BYTES` (Cydral's age net: 10.75 MB → 5.4 MB)."""
-    try:
-        import onnx
-        import onnx2tf
-    except ImportError as exc:
-        raise AgenderError(f"converting to tflite needs onnx2tf and tensorflow ({exc.name} missing): "
-                           "pip install 'agender[convert]'") from None
-    import onnxruntime as ort
-
-    from agender.models.store import sha256_file
-    from agender.runtimes.fold import fold_conv_affine
-    from agender.runtimes.litert import LiteRTSession
-
+    onnx, onnx2tf = _import_converter()
     if weights not in (*MAX_ABS_DIFF, "auto"):
         raise AgenderError(f"unknown weight type {weights!r}: use {', '.join(MAX_ABS_DIFF)}")
     spec = CONVERTIBLE[key]
@@ -139,48 +128,111 @@ def convert(key: str, dest: Path, *, weights: str = "auto", models: Any = None) 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="agender-tflite-") as tmp:
-        folded = Path(tmp) / f"{key}.onnx"
-        from agender.estimators.cydral_int8 import fold_fp16_initializers
-
-        model = onnx.load(str(src))
-        fold_fp16_initializers(model)  # agender's net stores float16 weights behind Cast nodes
-        onnx.save(fold_conv_affine(model), str(folded))
-        log.info("converting %s (%s) with onnx2tf", key, src)
-        onnx2tf.convert(input_onnx_file_path=str(folded), output_folder_path=str(Path(tmp) / "out"),
-                        output_signaturedefs=True, copy_onnx_input_output_names_to_tflite=True,
-                        non_verbose=True)
+        made_dir = _run_onnx2tf(onnx, onnx2tf, key, src, Path(tmp))
         if weights == "auto":
-            f32 = Path(tmp) / "out" / f"{key}_float32.tflite"
-            weights = "float32" if f32.is_file() and f32.stat().st_size <= SHIP_LIMIT_BYTES else "float16"
-        made = Path(tmp) / "out" / f"{key}_{weights}.tflite"
+            weights = _auto_weights(made_dir / f"{key}_float32.tflite")
+        made = made_dir / f"{key}_{weights}.tflite"
         if not made.is_file():
             raise ModelError(f"onnx2tf wrote no {made.name} for {src}")
         sample = spec.sample()
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        ref_sess = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-        out_names = [o.name for o in ref_sess.get_outputs()]
-        ref = ref_sess.run(None, sample)
-        meta = {"key": key, "source": src.name, "source_sha256": sha256_file(src), "license": spec.license,
-                "weights": weights, "compute": "float32 (XNNPACK)", "inputs": list(sample),
-                "outputs": out_names, "layout": "NHWC", "converter": _converter_versions(),
-                "route": "fold_conv_affine + onnx2tf.convert(output_signaturedefs, copy_onnx_input_output_names)"}
-        part = dest / f".{key}.tflite.partial"
-        part.write_bytes(made.read_bytes())
-        part.with_suffix(".json").write_text(json.dumps({**meta, "outputs": out_names}))
-        got = LiteRTSession(part, threads=1).run(sample, out_names)
-        diff = max(float(np.abs(np.asarray(g, np.float64) - r).max()) for g, r in zip(got, ref))
-        if not diff <= MAX_ABS_DIFF[weights]:
-            part.unlink()
-            part.with_suffix(".json").unlink()
-            raise ModelError(f"{key}: the .tflite differs from onnxruntime by {diff:.3g} "
-                             f"(> {MAX_ABS_DIFF[weights]}): not written")
+        out_names, ref = _onnxruntime_outputs(src, sample)
+        meta = _conversion_meta(spec, src, weights, sample, out_names)
+        part = _write_partial(dest, key, made, meta, out_names)
+        diff = _check_partial(part, key, weights, sample, out_names, ref)
         meta["check"] = {"input": {k: list(v.shape) for k, v in sample.items()}, "max_abs_diff": diff}
-        out = dest / f"{key}.tflite"
-        os.replace(part, out)
-        part.with_suffix(".json").unlink()
-        tmp_meta = dest / f".{key}.json.partial"
-        tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp_meta, out.with_suffix(".json"))
+        out = _publish(part, dest, key, meta)
     log.info("wrote %s (%.1f MB, max |Δ| vs onnxruntime %.2g)", out, out.stat().st_size / 1e6, diff)
+    return out
+
+
+def _import_converter() -> tuple[Any, Any]:
+    """``onnx`` and ``onnx2tf``, or the one-line error naming the ``[convert]`` extra."""
+    try:
+        import onnx
+        import onnx2tf
+    except ImportError as exc:
+        raise AgenderError(f"converting to tflite needs onnx2tf and tensorflow ({exc.name} missing): "
+                           "pip install 'agender[convert]'") from None
+    return onnx, onnx2tf
+
+
+def _run_onnx2tf(onnx: Any, onnx2tf: Any, key: str, src: Path, tmp: Path) -> Path:
+    """Fold ``src``'s weights and batch norms into plain convs, run onnx2tf on the result;
+    returns the folder onnx2tf wrote its ``KEY_float32/16.tflite`` files to."""
+    from agender.estimators.cydral_int8 import fold_fp16_initializers
+    from agender.runtimes.fold import fold_conv_affine
+
+    folded = tmp / f"{key}.onnx"
+    model = onnx.load(str(src))
+    fold_fp16_initializers(model)  # agender's net stores float16 weights behind Cast nodes
+    onnx.save(fold_conv_affine(model), str(folded))
+    log.info("converting %s (%s) with onnx2tf", key, src)
+    onnx2tf.convert(input_onnx_file_path=str(folded), output_folder_path=str(tmp / "out"),
+                    output_signaturedefs=True, copy_onnx_input_output_names_to_tflite=True,
+                    non_verbose=True)
+    return tmp / "out"
+
+
+def _auto_weights(f32: Path) -> str:
+    """float32 when that file fits :data:`SHIP_LIMIT_BYTES`, else float16."""
+    return "float32" if f32.is_file() and f32.stat().st_size <= SHIP_LIMIT_BYTES else "float16"
+
+
+def _onnxruntime_outputs(src: Path, sample: dict[str, np.ndarray]) -> tuple[list[str], list]:
+    """The reference: ``src``'s output names and outputs on ``sample`` under onnxruntime, with
+    graph optimisations off (the ONNX file as written, not ORT's rewrite of it)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ref_sess = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+    out_names = [o.name for o in ref_sess.get_outputs()]
+    return out_names, ref_sess.run(None, sample)
+
+
+def _conversion_meta(spec: Convertible, src: Path, weights: str, sample: dict[str, np.ndarray],
+                     out_names: list[str]) -> dict:
+    """The ``KEY.json`` record: where the file came from and how it was made (reproducibility)."""
+    from agender.models.store import sha256_file
+
+    return {"key": spec.key, "source": src.name, "source_sha256": sha256_file(src), "license": spec.license,
+            "weights": weights, "compute": "float32 (XNNPACK)", "inputs": list(sample),
+            "outputs": out_names, "layout": "NHWC", "converter": _converter_versions(),
+            "route": "fold_conv_affine + onnx2tf.convert(output_signaturedefs, copy_onnx_input_output_names)"}
+
+
+def _write_partial(dest: Path, key: str, made: Path, meta: dict, out_names: list[str]) -> Path:
+    """The converted file as ``dest/.KEY.tflite.partial`` (+ its ``.json``, which
+    :class:`~agender.runtimes.litert.LiteRTSession` reads the output names from)."""
+    part = dest / f".{key}.tflite.partial"
+    part.write_bytes(made.read_bytes())
+    part.with_suffix(".json").write_text(json.dumps({**meta, "outputs": out_names}))
+    return part
+
+
+def _check_partial(part: Path, key: str, weights: str, sample: dict[str, np.ndarray], out_names: list[str],
+                   ref: list) -> float:
+    """The largest difference between ``part``'s outputs under LiteRT and onnxruntime's;
+    beyond :data:`MAX_ABS_DIFF` the partial files are removed and nothing is written."""
+    from agender.runtimes.litert import LiteRTSession
+
+    got = LiteRTSession(part, threads=1).run(sample, out_names)
+    diff = max(float(np.abs(np.asarray(g, np.float64) - r).max()) for g, r in zip(got, ref))
+    if not diff <= MAX_ABS_DIFF[weights]:
+        part.unlink()
+        part.with_suffix(".json").unlink()
+        raise ModelError(f"{key}: the .tflite differs from onnxruntime by {diff:.3g} "
+                         f"(> {MAX_ABS_DIFF[weights]}): not written")
+    return diff
+
+
+def _publish(part: Path, dest: Path, key: str, meta: dict) -> Path:
+    """The checked partial file renamed into place as ``dest/KEY.tflite``, then its final
+    ``KEY.json`` written beside it (each step atomic)."""
+    out = dest / f"{key}.tflite"
+    os.replace(part, out)
+    part.with_suffix(".json").unlink()
+    tmp_meta = dest / f".{key}.json.partial"
+    tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp_meta, out.with_suffix(".json"))
     return out

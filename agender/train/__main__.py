@@ -8,8 +8,12 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from agender.train.train import Config
 
 log = logging.getLogger("agender.train")
 
@@ -85,7 +89,7 @@ def speed(onnx_path: Path, batch: int = 8, reps: int = 30) -> float:
     return 1000 * (time.perf_counter() - t) / reps / batch
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m agender.train", description=__doc__)
     p.add_argument("--out", required=True, type=Path, help="run folder: checkpoints, ONNX, eval.json")
     p.add_argument("--data", type=Path, default=Path(os.environ.get("AGENDER_TRAIN_DATA", "../shared/data/train")))
@@ -104,15 +108,13 @@ def main(argv=None) -> int:
     p.add_argument("--average", nargs="+", type=_part, default=None, metavar="CKPT[:WEIGHT]",
                    help="skip training: export and evaluate the weighted average of these checkpoints")
     p.add_argument("--no-eval", action="store_true")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from agender.train import data as D
-    from agender.train.train import Config, train
+    return p
 
-    out = a.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    cache = (a.cache or out.parent).resolve()
-    D.prepare(a.data, cache)
+
+def _config(a: argparse.Namespace) -> Config:
+    """The training :class:`~agender.train.train.Config`: its defaults, overridden by the options given."""
+    from agender.train.train import Config
+
     cfg = Config(seed=a.seed, threads=a.threads)
     if a.epochs:
         cfg.epochs = a.epochs
@@ -122,16 +124,48 @@ def main(argv=None) -> int:
         cfg.race_power = a.race_power
     if a.gender_weight is not None:
         cfg.gender_weight = a.gender_weight
-    t0 = time.time()
+    return cfg
+
+
+def _checkpoint(a: argparse.Namespace, cfg: Config, cache: Path, out: Path) -> tuple[Path, str]:
+    """The checkpoint to export and its tag (``best``: the recipe's result, exported as
+    agender-net-v1.onnx): an average of checkpoints, a given one, or a training run's best."""
+    from agender.train.train import train
+
     if a.average:
-        ckpt = average(a.average, out / "average.pt")
-        tag = "best"  # the recipe's result: agender-net-v1.onnx
-    elif a.export_only:
-        ckpt = a.export_only
-        tag = ckpt.stem
-    else:
-        ckpt = train(cfg, cache, out)
-        tag = "best"
+        return average(a.average, out / "average.pt"), "best"
+    if a.export_only:
+        return a.export_only, a.export_only.stem
+    return train(cfg, cache, out), "best"
+
+
+def _evaluate(a: argparse.Namespace, onnx_path: Path, res: dict) -> None:
+    """Add to ``res`` the exported net's scores: the AAF hold-out through the detector, then
+    each ``--eval`` labels file (default faces-dev) with --no-detect."""
+    from agender.train.evaluate import aaf_holdout_labels, evaluate_model
+
+    res["aaf_holdout_detector"] = evaluate_model(onnx_path, aaf_holdout_labels(a.data), no_detect=False)
+    log.info("AAF hold-out (detector on): %s", res["aaf_holdout_detector"]["summary"])
+    evals = a.evals if a.evals is not None else [a.data / ".." / "faces-dev" / "labels.csv"]
+    for csv_path in evals:
+        if csv_path.is_file():
+            r = evaluate_model(onnx_path, csv_path, no_detect=True)
+            res[f"{csv_path.parent.name}_no_detect"] = r
+            log.info("%s --no-detect: %s", csv_path.parent.name, r["summary"])
+
+
+def main(argv=None) -> int:
+    a = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from agender.train import data as D
+
+    cfg = _config(a)  # imports torch (agender.train.train) before any data is prepared
+    out = a.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cache = (a.cache or out.parent).resolve()
+    D.prepare(a.data, cache)
+    t0 = time.time()
+    ckpt, tag = _checkpoint(a, cfg, cache, out)
     wall = time.time() - t0
     onnx_path, info = export(ckpt, out, cache, name="agender-net-v1.onnx" if tag == "best" else f"agender-net-{tag}.onnx")
     info["ms_per_face_batch8"] = round(speed(onnx_path), 3)
@@ -140,16 +174,7 @@ def main(argv=None) -> int:
     if hist.is_file():
         res["history"] = json.loads(hist.read_text())
     if not a.no_eval:
-        from agender.train.evaluate import aaf_holdout_labels, evaluate_model
-
-        res["aaf_holdout_detector"] = evaluate_model(onnx_path, aaf_holdout_labels(a.data), no_detect=False)
-        log.info("AAF hold-out (detector on): %s", res["aaf_holdout_detector"]["summary"])
-        evals = a.evals if a.evals is not None else [a.data / ".." / "faces-dev" / "labels.csv"]
-        for csv_path in evals:
-            if csv_path.is_file():
-                r = evaluate_model(onnx_path, csv_path, no_detect=True)
-                res[f"{csv_path.parent.name}_no_detect"] = r
-                log.info("%s --no-detect: %s", csv_path.parent.name, r["summary"])
+        _evaluate(a, onnx_path, res)
     (out / f"eval-{tag}.json").write_text(json.dumps(res, indent=1, default=float))
     log.info("wrote %s", out / f"eval-{tag}.json")
     return 0

@@ -121,12 +121,41 @@ def export_onnx(net: AgenderNet, out: Path, *, std_scale: float, extra_meta: dic
                 fp16: bool = True) -> Path:
     """Cydral's graph with ``net``'s weights, a 101-year age head and a gender branch."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from agender.estimators.agender_net import MEANS, SCALE
+    from onnx import TensorProto, helper
 
     m = onnx.load(str(cydral_age_path()))
     g = m.graph
+    casts = _replace_initializers(g, _trained_initializers(net), fp16)
+    # outputs: rename softmax output, add gender
+    for n in g.node:
+        if n.op_type == "Softmax":
+            n.output[0] = "age_probs"
+    order = list(g.node)
+    nodes = casts + order + _gender_tower(order) + [
+        helper.make_node("Gemm", ["g_layer_1_flatten", "gender_weights", "gender_bias"], ["gender_logit"]),
+        helper.make_node("Sigmoid", ["gender_logit"], ["p_male"]),
+    ]
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.output[:]
+    g.output.extend([
+        helper.make_tensor_value_info("age_probs", TensorProto.FLOAT, ["N", len(AGES)]),
+        helper.make_tensor_value_info("p_male", TensorProto.FLOAT, ["N", 1]),
+    ])
+    del g.value_info[:]
+    g.name = "agender-net-v1"
+    del m.metadata_props[:]
+    for k, v in _export_metadata(std_scale, extra_meta).items():
+        m.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    onnx.checker.check_model(m)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(m, str(out))
+    return out
+
+
+def _trained_initializers(net: AgenderNet) -> dict[str, np.ndarray]:
+    """``net``'s weights under the ONNX graph's initializer names (float32); the gender
+    tower's copies of the last stage under the same names prefixed ``g_``."""
     sd = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in net.state_dict().items()}
     new = {}
     for i, (conv, aff) in enumerate(CONVS):
@@ -143,6 +172,15 @@ def export_onnx(net: AgenderNet, out: Path, *, std_scale: float, extra_meta: dic
         new[f"g_layer_{aff}_offset"] = sd[f"g.{i}.offset"]
     new["gender_weights"] = sd["gender.weight"].T.copy()  # (256, 1)
     new["gender_bias"] = sd["gender.bias"]
+    return new
+
+
+def _replace_initializers(g, new: dict[str, np.ndarray], fp16: bool) -> list:
+    """Swap graph ``g``'s initializers for ``new`` (the others kept). With ``fp16``, large
+    tensors are stored as float16 behind a Cast to float32 (half the file; ORT folds the
+    casts at load, compute stays float32); returns those Cast nodes."""
+    from onnx import TensorProto, helper, numpy_helper
+
     keep = [t for t in g.initializer if t.name not in new]
     del g.initializer[:]
     g.initializer.extend(keep)
@@ -153,14 +191,14 @@ def export_onnx(net: AgenderNet, out: Path, *, std_scale: float, extra_meta: dic
             casts.append(helper.make_node("Cast", [name + "_fp16"], [name], to=TensorProto.FLOAT))
         else:
             g.initializer.append(numpy_helper.from_array(arr, name))
-    # outputs: rename softmax output, add gender
-    for n in g.node:
-        if n.op_type == "Softmax":
-            n.output[0] = "age_probs"
-    # the gender tower: the nodes from the last stage's first conv to Flatten, cloned with "g_"
-    # names, reading the same stage input (layer_22_relu)
-    names = [n.name for n in g.node]
-    order = list(g.node)
+    return casts
+
+
+def _gender_tower(order: list) -> list:
+    """The gender tower: the nodes from the last stage's first conv to Flatten, cloned with "g_"
+    names, reading the same stage input (layer_22_relu)."""
+    import onnx
+
     start = next(i for i, n in enumerate(order) if n.output[0] == "layer_20_conv")
     stop = next(i for i, n in enumerate(order) if n.op_type == "Flatten")
     produced, tower = set(), []
@@ -176,21 +214,15 @@ def export_onnx(net: AgenderNet, out: Path, *, std_scale: float, extra_meta: dic
             produced.add(t)
             c.output[j] = "g_" + t
         tower.append(c)
-    del names
-    nodes = casts + order + tower + [
-        helper.make_node("Gemm", ["g_layer_1_flatten", "gender_weights", "gender_bias"], ["gender_logit"]),
-        helper.make_node("Sigmoid", ["gender_logit"], ["p_male"]),
-    ]
-    del g.node[:]
-    g.node.extend(nodes)
-    del g.output[:]
-    g.output.extend([
-        helper.make_tensor_value_info("age_probs", TensorProto.FLOAT, ["N", len(AGES)]),
-        helper.make_tensor_value_info("p_male", TensorProto.FLOAT, ["N", 1]),
-    ])
-    del g.value_info[:]
-    g.name = "agender-net-v1"
-    meta = {
+    return tower
+
+
+def _export_metadata(std_scale: float, extra_meta: dict | None) -> dict[str, str]:
+    """The ``agender.*`` metadata the estimator reads (ages, std scale, normalisation), the
+    weights' license, and ``extra_meta`` (provenance)."""
+    from agender.estimators.agender_net import MEANS, SCALE
+
+    return {
         "agender.ages": json.dumps([float(a) for a in AGES]),
         "agender.std_scale": f"{std_scale:.6f}",
         "agender.means": json.dumps(list(MEANS)),
@@ -199,10 +231,3 @@ def export_onnx(net: AgenderNet, out: Path, *, std_scale: float, extra_meta: dic
                            "seeded from Cydral's CC0 dlib age net",
         **{f"agender.{k}": str(v) for k, v in (extra_meta or {}).items()},
     }
-    del m.metadata_props[:]
-    for k, v in meta.items():
-        m.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    onnx.checker.check_model(m)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(m, str(out))
-    return out

@@ -189,59 +189,99 @@ def train(cfg: Config, cache: Path, out: Path) -> Path:
     hidx = np.flatnonzero(d["hold"])
     log.info("train %d, val(utk) %d, hold-out(aaf) %d", len(tr_idx), len(vidx), len(hidx))
     net = AgenderNet()
-    heads = [p for n, p in net.named_parameters() if n.startswith(("age.", "gender.", "g."))]
-    trunk = [p for n, p in net.named_parameters() if not n.startswith(("age.", "gender.", "g."))]
-    opt = torch.optim.AdamW([{"params": trunk, "lr": cfg.lr}, {"params": heads, "lr": cfg.head_lr}],
-                            weight_decay=cfg.weight_decay)
+    opt = _optimizer(net, cfg)
     steps_per_epoch = cfg.epoch_size // cfg.batch
     total = steps_per_epoch * cfg.epochs
     base = [g["lr"] for g in opt.param_groups]
     ck = out / "last.pt"
     start, history, best = 0, [], math.inf
     if ck.is_file():
-        st = torch.load(ck, weights_only=False)
-        net.load_state_dict(st["net"]), opt.load_state_dict(st["opt"])
-        rng = st["rng"]
-        torch.set_rng_state(st["torch_rng"])
-        start, history, best = st["epoch"], st["history"], st["best"]
-        log.info("resumed after epoch %d", start)
+        rng, start, history, best = _resume(ck, net, opt)
     for epoch in range(start, cfg.epochs):
         net.train()
         t0 = time.time()
         draw = tr_idx[rng.choice(len(tr_idx), size=steps_per_epoch * cfg.batch, p=w)]
         sums = np.zeros(3)
         for b in range(steps_per_epoch):
-            step = epoch * steps_per_epoch + b
-            f = min(1.0, (step + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / total))
-            for g, lr in zip(opt.param_groups, base):
-                g["lr"] = lr * f
-            idx = draw[b * cfg.batch:(b + 1) * cfg.batch]
-            use_det = d["has_det"][idx] & (rng.random(len(idx)) < 0.5)
-            chips = np.stack([augment(d["det"][i] if u else d["nd"][i], rng) for i, u in zip(idx, use_det)])
-            la, lg = net(to_tensor(chips))
-            loss, l1, bce = loss_fn(la, lg, torch.from_numpy(d["age"][idx]), torch.from_numpy(d["male"][idx]), cfg)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sums += (loss.item(), l1, bce)
+            _set_lr(opt, base, epoch * steps_per_epoch + b, total, cfg)
+            sums += _train_step(net, opt, d, draw[b * cfg.batch:(b + 1) * cfg.batch], rng, cfg)
             if b % 50 == 0:
                 log.info("epoch %d step %d/%d loss %.3f l1 %.2f bce %.3f (%.0f ms/step)", epoch + 1, b,
                          steps_per_epoch, *(sums / (b + 1)), 1000 * (time.time() - t0) / (b + 1))
         train_s = time.time() - t0
-        v = val_figures(net, d["nd"][vidx], d["age"][vidx], d["male"][vidx])
-        h = val_figures(net, d["det"][hidx], d["age"][hidx], d["male"][hidx])
-        score = v["mae_balanced"] + h["mae"] + 10 * ((1 - v["gender"]) + (1 - h["gender"]))
-        rec = {"epoch": epoch + 1, "train_s": round(train_s, 1), "loss": sums[0] / steps_per_epoch,
-               "val_utk": v, "holdout_aaf": h, "score": score}
-        history.append(rec)
-        log.info("epoch %d done in %.0f s: utk val MAE %.2f (balanced %.2f) gender %.3f | aaf hold-out MAE %.2f "
-                 "gender %.3f | score %.3f", epoch + 1, train_s, v["mae"], v["mae_balanced"], v["gender"],
-                 h["mae"], h["gender"], score)
-        if score < best:
-            best = score
-            torch.save({"net": net.state_dict(), "epoch": epoch + 1, "score": score}, out / "best.pt")
-        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "rng": rng, "torch_rng": torch.get_rng_state(),
-                    "epoch": epoch + 1, "history": history, "best": best, "config": asdict(cfg)}, ck)
-        torch.save({"net": net.state_dict(), "epoch": epoch + 1}, out / f"epoch{epoch + 1:02d}.pt")
-        (out / "history.json").write_text(json.dumps(history, indent=1))
+        history.append(_epoch_record(net, d, vidx, hidx, epoch, train_s, sums[0] / steps_per_epoch))
+        best = _save_epoch(out, ck, net, opt, rng, history, best, cfg)
     return out / "best.pt"
+
+
+def _optimizer(net: AgenderNet, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW with two rates: the new heads and the gender tower (``head_lr``) move faster than
+    the pretrained trunk (``lr``)."""
+    heads = [p for n, p in net.named_parameters() if n.startswith(("age.", "gender.", "g."))]
+    trunk = [p for n, p in net.named_parameters() if not n.startswith(("age.", "gender.", "g."))]
+    return torch.optim.AdamW([{"params": trunk, "lr": cfg.lr}, {"params": heads, "lr": cfg.head_lr}],
+                             weight_decay=cfg.weight_decay)
+
+
+def _resume(ck: Path, net: AgenderNet, opt: torch.optim.Optimizer) -> tuple[np.random.Generator, int, list, float]:
+    """Load ``last.pt`` into ``net`` and ``opt`` and restore both random generators, so a
+    resumed run continues as if never stopped; returns (rng, epochs done, history, best score)."""
+    st = torch.load(ck, weights_only=False)
+    net.load_state_dict(st["net"]), opt.load_state_dict(st["opt"])
+    rng = st["rng"]
+    torch.set_rng_state(st["torch_rng"])
+    log.info("resumed after epoch %d", st["epoch"])
+    return rng, st["epoch"], st["history"], st["best"]
+
+
+def _set_lr(opt: torch.optim.Optimizer, base: list[float], step: int, total: int, cfg: Config) -> None:
+    """Each param group's rate at ``step``: a linear warm-up over ``warmup_steps``, times a
+    cosine decay from its base rate to 0 over the ``total`` steps of the run."""
+    f = min(1.0, (step + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / total))
+    for g, lr in zip(opt.param_groups, base):
+        g["lr"] = lr * f
+
+
+def _train_step(net: AgenderNet, opt: torch.optim.Optimizer, d: dict, idx: np.ndarray, rng: np.random.Generator,
+                cfg: Config) -> tuple[float, float, float]:
+    """One optimiser step on the chips ``idx`` (augmented; where a detector chip exists, it
+    replaces the aligned one half the time); returns (loss, age L1, gender BCE)."""
+    use_det = d["has_det"][idx] & (rng.random(len(idx)) < 0.5)
+    chips = np.stack([augment(d["det"][i] if u else d["nd"][i], rng) for i, u in zip(idx, use_det)])
+    la, lg = net(to_tensor(chips))
+    loss, l1, bce = loss_fn(la, lg, torch.from_numpy(d["age"][idx]), torch.from_numpy(d["male"][idx]), cfg)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item(), l1, bce
+
+
+def _epoch_record(net: AgenderNet, d: dict, vidx: np.ndarray, hidx: np.ndarray, epoch: int, train_s: float,
+                  loss: float) -> dict:
+    """The epoch's history entry: its validation figures on the UTK split and the AAF hold-out,
+    and the score the best checkpoint is chosen by (balanced age MAE + hold-out MAE + gender
+    errors weighted x10)."""
+    v = val_figures(net, d["nd"][vidx], d["age"][vidx], d["male"][vidx])
+    h = val_figures(net, d["det"][hidx], d["age"][hidx], d["male"][hidx])
+    score = v["mae_balanced"] + h["mae"] + 10 * ((1 - v["gender"]) + (1 - h["gender"]))
+    rec = {"epoch": epoch + 1, "train_s": round(train_s, 1), "loss": loss,
+           "val_utk": v, "holdout_aaf": h, "score": score}
+    log.info("epoch %d done in %.0f s: utk val MAE %.2f (balanced %.2f) gender %.3f | aaf hold-out MAE %.2f "
+             "gender %.3f | score %.3f", epoch + 1, train_s, v["mae"], v["mae_balanced"], v["gender"],
+             h["mae"], h["gender"], score)
+    return rec
+
+
+def _save_epoch(out: Path, ck: Path, net: AgenderNet, opt: torch.optim.Optimizer, rng: np.random.Generator,
+                history: list[dict], best: float, cfg: Config) -> float:
+    """After the epoch ``history[-1]``: ``best.pt`` when it scored best so far, the resumable
+    ``ck`` (``last.pt``), ``epochNN.pt`` and ``history.json``; returns the best score."""
+    score, n = history[-1]["score"], history[-1]["epoch"]
+    if score < best:
+        best = score
+        torch.save({"net": net.state_dict(), "epoch": n, "score": score}, out / "best.pt")
+    torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "rng": rng, "torch_rng": torch.get_rng_state(),
+                "epoch": n, "history": history, "best": best, "config": asdict(cfg)}, ck)
+    torch.save({"net": net.state_dict(), "epoch": n}, out / f"epoch{n:02d}.pt")
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    return best
