@@ -342,48 +342,16 @@ class ReidStage:
     def final_map(self) -> dict[int, int]:
         """track → person for every described track, from all descriptors (the end of a run);
         persons numbered 1, 2, … by their first track."""
-        if self._final is not None:
-            return self._final
-        tracks = sorted(self.vectors)
-        mean = {t: np.mean(np.asarray(self.vectors[t], np.float32), axis=0) for t in tracks}
-        clusters: dict[int, list[int]] = {t: [t] for t in tracks}
-        if tracks:
-            m = np.stack([mean[t] for t in tracks])
-            pair = np.linalg.norm(m[:, None, :] - m[None, :, :], axis=2).astype(np.float64)
-            pos = {t: i for i, t in enumerate(tracks)}
-            while True:
-                best = None
-                keys = sorted(clusters)
-                for x, a in enumerate(keys):
-                    ia = [pos[t] for t in clusters[a]]
-                    for b in keys[x + 1:]:
-                        ib = [pos[t] for t in clusters[b]]
-                        d = float(pair[np.ix_(ia, ib)].mean())
-                        if d < self.threshold and (best is None or d < best[0]) and not any(
-                                (min(s, t), max(s, t)) in self.covisible for s in clusters[a] for t in clusters[b]) \
-                                and not self._unlike(clusters[a], clusters[b]):
-                            best = (d, a, b)
-                if best is None:
-                    break
-                _, a, b = best
-                clusters[a] = sorted(clusters[a] + clusters.pop(b))
-        self._final = {}
-        for k, root in enumerate(sorted(clusters, key=lambda r: min(clusters[r])), start=1):
-            for t in clusters[root]:
-                self._final[t] = k
+        if self._final is None:
+            self._final = cluster_tracks(self.vectors, self.covisible, self.cues, self.threshold)
         return self._final
 
-    def _unlike(self, a: list[int], b: list[int]) -> bool:
-        """The estimator's own view of the two groups differs too much for one person: mean
-        P(male) more than :data:`CUE_P` apart or mean age more than :data:`CUE_AGE` years."""
-        def mean(ts):
-            c = [self.cues[t] for t in ts if t in self.cues]
-            return (sum(x for x, _ in c) / len(c), sum(y for _, y in c) / len(c)) if c else None
-
-        ma, mb = mean(a), mean(b)
-        if ma is None or mb is None:
-            return False
-        return abs(ma[0] - mb[0]) > CUE_P or abs(ma[1] - mb[1]) > CUE_AGE
+    def people_state(self) -> dict:
+        """What :func:`cluster_tracks` needs, as JSON (a cluster worker's share of a run:
+        the driver joins the segments' states and clusters once, see agender.cluster)."""
+        return {"vectors": [[t, v] for t, v in sorted(self.vectors.items())],
+                "covisible": sorted([a, b] for a, b in self.covisible),
+                "cues": [[t, list(c)] for t, c in sorted(self.cues.items())]}
 
     @property
     def merges(self) -> int:
@@ -424,3 +392,50 @@ class ReidStage:
         self._seen = {int(t): int(v) for t, v in state.get("seen", [])}
         self.described = int(state.get("described", 0))
         self._final = None
+
+def cluster_tracks(vectors: dict[int, list], covisible: set[tuple[int, int]], cues: dict[int, tuple[float, float]],
+                   threshold: float) -> dict[int, int]:
+    """track → person: average-linkage clustering of the tracks' mean descriptors under
+    ``threshold``; two tracks seen in the same frame (``covisible``) never join, nor two groups
+    whose estimator cues differ too much (:func:`_unlike`). Persons are numbered 1, 2, … by
+    their first track. Deterministic: the same inputs give the same map."""
+    tracks = sorted(vectors)
+    clusters: dict[int, list[int]] = {t: [t] for t in tracks}
+    if tracks:
+        m = np.stack([np.mean(np.asarray(vectors[t], np.float32), axis=0) for t in tracks])
+        pair = np.linalg.norm(m[:, None, :] - m[None, :, :], axis=2).astype(np.float64)
+        pos = {t: i for i, t in enumerate(tracks)}
+        while True:
+            best = None
+            keys = sorted(clusters)
+            for x, a in enumerate(keys):
+                ia = [pos[t] for t in clusters[a]]
+                for b in keys[x + 1:]:
+                    ib = [pos[t] for t in clusters[b]]
+                    d = float(pair[np.ix_(ia, ib)].mean())
+                    if d < threshold and (best is None or d < best[0]) and not any(
+                            (min(s, t), max(s, t)) in covisible for s in clusters[a] for t in clusters[b]) \
+                            and not _unlike(cues, clusters[a], clusters[b]):
+                        best = (d, a, b)
+            if best is None:
+                break
+            _, a, b = best
+            clusters[a] = sorted(clusters[a] + clusters.pop(b))
+    out: dict[int, int] = {}
+    for k, root in enumerate(sorted(clusters, key=lambda r: min(clusters[r])), start=1):
+        for t in clusters[root]:
+            out[t] = k
+    return out
+
+
+def _unlike(cues: dict[int, tuple[float, float]], a: list[int], b: list[int]) -> bool:
+    """The estimator's own view of the two groups differs too much for one person: mean
+    P(male) more than :data:`CUE_P` apart or mean age more than :data:`CUE_AGE` years."""
+    def mean(ts):
+        c = [cues[t] for t in ts if t in cues]
+        return (sum(x for x, _ in c) / len(c), sum(y for _, y in c) / len(c)) if c else None
+
+    ma, mb = mean(a), mean(b)
+    if ma is None or mb is None:
+        return False
+    return abs(ma[0] - mb[0]) > CUE_P or abs(ma[1] - mb[1]) > CUE_AGE

@@ -84,12 +84,11 @@ def clip(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def single(clip, tmp_path_factory) -> dict[str, Path]:
-    """Single-machine outputs, --no-track and tracked (--no-reid: a cluster run does not
-    re-identify people yet, and says so)."""
+    """Single-machine outputs, --no-track and tracked (the default: with re-identification)."""
     out = {}
     for mode in ("notrack", "track"):
         d = tmp_path_factory.mktemp(f"single-{mode}")
-        r = agender(str(clip), "-o", str(d), "-q", *(["--no-track"] if mode == "notrack" else ["--no-reid"]))
+        r = agender(str(clip), "-o", str(d), "-q", *(["--no-track"] if mode == "notrack" else []))
         assert r.returncode == 0, r.stderr
         out[mode] = d
     return out
@@ -217,7 +216,6 @@ def test_many_files_go_to_many_workers_with_single_machine_tables(tmp_path):
 def test_tracked_run_differs_only_within_the_documented_bounds(clip, single, tmp_path):
     r = agender(str(clip), "-o", str(tmp_path), "--cluster", "local:2", "--cluster-segments", "4")
     assert r.returncode == 0, r.stderr
-    assert "re-identification" in r.stderr and not (tmp_path / f"{NAME}.people.csv").exists()
     got, ref = rows(tmp_path / f"{NAME}.csv"), rows(single["track"] / f"{NAME}.csv")
     assert len(got) == len(ref)
     assert [[g[c] for c in PER_FRAME] for g in got] == [[x[c] for c in PER_FRAME] for x in ref], \
@@ -232,6 +230,19 @@ def test_tracked_run_differs_only_within_the_documented_bounds(clip, single, tmp
     assert split <= boundaries and merged <= boundaries
     assert {t["face_id"] for t in tracks} == {g["face_id"] for g in got if g["face_id"]}
     assert sum(int(t["frames"]) for t in tracks) == sum(int(t["frames"]) for t in ref_tracks)
+    # people: re-identified over the whole video (the segments' descriptors clustered once by
+    # the driver), within one person per boundary of the single-machine count
+    people, ref_people = rows(tmp_path / f"{NAME}.people.csv"), rows(single["track"] / f"{NAME}.people.csv")
+    assert ref_people and abs(len(people) - len(ref_people)) <= boundaries
+    assert {g["person_id"] for g in got if g["person_id"]} == {p["person_id"] for p in people}
+    assert sum(float(p["on_screen_s"]) for p in people) == pytest.approx(
+        sum(float(p["on_screen_s"]) for p in ref_people), abs=0.5)
+    who = {(g["person_id"], x["person_id"]) for g, x in zip(got, ref) if g["person_id"] and x["person_id"]}
+    assert len(who) - len({x for _, x in who}) <= boundaries, "a single-machine person split by more than the bound"
+    assert len(who) - len({g for g, _ in who}) <= boundaries, "cluster persons joining more than the bound"
+    side, ref_side = (json.loads((d / f"{NAME}.json").read_text()) for d in (tmp_path, single["track"]))
+    assert abs(side["people_summary"]["people"] - ref_side["people_summary"]["people"]) <= boundaries
+    assert not (tmp_path / f".{NAME}.cluster").exists(), "the segments' descriptors go with their folder"
 
 
 @needs_ray

@@ -126,9 +126,10 @@ def plugins_for(args: argparse.Namespace) -> Plugins:
         if getattr(args, "detect_every", 1) > 1 or getattr(args, "skip_similar", 0.0) > 0:
             args._parser.error("--detect-every and --skip-similar need tracking (not with --no-track or --no-detect)")
     reid = getattr(args, "reid", True)
-    if reid and track and getattr(args, "cluster", None):
-        # segments are analysed apart, and people are only joined across a whole video; said
-        # once the cluster is reached (_run_on_cluster), so a failure stays one line
+    if reid and track and getattr(args, "cluster", None) and getattr(args, "privacy", False):
+        # on a cluster the segments' descriptors travel to the driver through the (shared) output
+        # folder, which --privacy forbids; said once the cluster is reached (_run_on_cluster), so a
+        # failure stays one line
         args._reid_off_on_cluster = True
         reid = False
     tr = TrackOptions(enabled=track, detect_every=getattr(args, "detect_every", 1),
@@ -249,6 +250,6 @@ def _run_on_cluster(args: argparse.Namespace, runner, plugins: Plugins, items) -
     with connect(args.cluster, model_args=model_args, workers=args.cluster_workers,
                  cpus_per_worker=args.cluster_cpus) as cl:
         if getattr(args, "_reid_off_on_cluster", False):
-            log.warning("--cluster: people re-identification (person_id, <name>.people.csv) is not available "
-                        "on a cluster yet; running as with --no-reid")
+            log.warning("--cluster with --privacy: people re-identification (person_id, <name>.people.csv) "
+                        "would pass face descriptors between machines; running as with --no-reid")
         return ClusterRunner(runner, cl, track=track, segments=args.cluster_segments, progress=progress).run(list(items))

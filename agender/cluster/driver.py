@@ -19,14 +19,15 @@ from typing import Any
 
 from agender.cluster import Cluster
 from agender.cluster.plan import analysed_indices, keyframes, plan_fingerprint, plan_segments
-from agender.cluster.stitch import merge_tracks, reconcile, rewrite_ids, tracks_file_bytes
+from agender.cluster.stitch import merge_people, merge_tracks, reconcile, rewrite_ids, tracks_file_bytes
 from agender.cluster.worker import meta_path, part_path
 from agender.errors import AgenderError, OutputBusy, OutputError
 from agender.inputs import InputItem
 from agender.io.outlock import OutputLock
 from agender.io.sinks.base import atomic_write_bytes, remove_quietly, writing
+from agender.io.sinks.people import PeopleSink
 from agender.io.sinks.sidecar import read_sidecar, write_sidecar
-from agender.io.sinks.table import FACE_COLUMNS, VIDEO_KEY
+from agender.io.sinks.table import FACE_COLUMNS, VIDEO_KEY, rewrite_person_ids
 from agender.io.sources import VideoSource
 from agender.pipeline import RunStats
 from agender.runner import InputResult, JobContext, Runner, remove_stale_temps
@@ -44,6 +45,7 @@ class _Job:
     header: bytes
     face_id_col: int | None
     tracks_path: Path | None
+    people: Any  # the PeopleSink of a run with re-identification (None without)
     fp: str
     desc: dict
     video: dict
@@ -132,7 +134,8 @@ class ClusterRunner:
             stages, sinks = r._run_stages_and_sinks(ctx, "frame")
         finally:
             src.close()
-        extra = [p for s in sinks[1:] for p in s.paths]
+        people = next((s for s in sinks if isinstance(s, PeopleSink)), None)
+        extra = [p for s in sinks[1:] if s is not people for p in s.paths]
         if any(not p.name.endswith((".tracks.csv", ".tracks.jsonl")) for p in extra):
             raise AgenderError("--export-mp4/--export-ass/--export-chips are not available with --cluster yet")
         desc = r.describe_run(item, stages)
@@ -141,7 +144,7 @@ class ClusterRunner:
         idx, segs, seg_dicts = self._plan(item, video, tracked)
         pfp = plan_fingerprint(fp, segs)
         segdir = self._plan_dir(item, pfp, seg_dicts)
-        remove_stale_temps([table, sidecar, *extra])
+        remove_stale_temps([table, sidecar, *extra, *([people.path] if people else [])])
         columns = sinks[0].columns
         tracks_path = extra[0] if tracked and extra else None
         job = _Job(item=item, lock=lock, segdir=segdir, spec={
@@ -152,7 +155,7 @@ class ClusterRunner:
             "track": self.track if tracked else None,
         }, segments=seg_dicts, header=sinks[0].header(),
             face_id_col=columns.index("face_id") if "face_id" in columns else None, tracks_path=tracks_path,
-            fp=fp, desc=desc, video=video)
+            people=people if tracked else None, fp=fp, desc=desc, video=video)
         for s in seg_dicts:
             m = read_sidecar(meta_path(segdir, s["index"]))
             p = part_path(segdir, s["index"], o.format)
@@ -320,12 +323,22 @@ class ClusterRunner:
             if sidecar.exists():
                 with writing(sidecar):
                     sidecar.unlink()
-            atomic_write_bytes(table, chunks())
+            if job.people is not None:  # person ids need the whole run: stitch, relabel, then publish
+                stitched = job.segdir / f"stitched.{o.format}"
+                atomic_write_bytes(stitched, chunks())
+                person_of = merge_people(job.people, metas, maps)
+                rewrite_person_ids(stitched, o.format, person_of)
+                os.replace(stitched, table)
+            else:
+                atomic_write_bytes(table, chunks())
             if job.tracks_path is not None:
                 atomic_write_bytes(job.tracks_path, tracks_file_bytes(merge_tracks(metas, maps, item.name),
                                                                       "jsonl" if o.format == "jsonl" else "csv",
                                                                       item.name))
                 outputs.append(job.tracks_path)
+            if job.people is not None:
+                job.people.close()
+                outputs.append(job.people.path)
             stitch_s = time.perf_counter() - t0
             self.stitch_s += stitch_s
             stats = RunStats(frames_read=max(m["last_frame"] for m in metas) + 1 if metas else 0,
@@ -336,6 +349,8 @@ class ClusterRunner:
             src = SimpleNamespace(**job.video)
             rec = r._record(item, src, stats, outputs, None, [], SimpleNamespace(dropped=0), "")
             rec["fingerprint"], rec["run"] = job.fp, job.desc
+            if job.people is not None:
+                rec.update(job.people.sidecar_fields())
             rec["cluster"] = self._cluster_record(metas, stitch_s)
             rec["cluster"]["segments_resumed"] = job.resumed
             write_sidecar(sidecar, rec)

@@ -24,6 +24,7 @@ from agender.io.sinks.base import Sink
 from agender.io.sinks.sidecar import write_sidecar
 from agender.io.sources import Frame, VideoSource
 from agender.pipeline import FramePipeline, FrameStage
+from agender.tracked_analyzer import TrackingStage
 
 
 def part_path(segdir: Path, index: int, fmt: str) -> Path:
@@ -123,19 +124,27 @@ def _segment_stages(job: dict, source, segdir: Path) -> list[FrameStage]:
     return [stage] if stage is not None else []
 
 
-def _segment_sinks(job: dict, seg: dict, table: Sink, tracked: bool):
-    """The segment's table rows (overlap frames left out) and, when tracked, its tracks and the
-    overlap boxes the driver stitches tracks with: ``(sinks, tracks, boxes)``."""
+def _segment_sinks(job: dict, seg: dict, table: Sink, tracked: bool, people: bool = False):
+    """The segment's table rows (overlap frames left out) and, when tracked, its tracks, the
+    overlap boxes the driver stitches tracks with and (with re-identification) the per-track
+    sums of ``people.csv``: ``(sinks, tracks, boxes, people)``."""
     sinks: list[Sink] = [_From(table, seg["first"], seg["stop"])]
     if not tracked:
-        return sinks, None, None
+        return sinks, None, None, None
+    from agender.io.sinks.people import PeopleSink
     from agender.io.sinks.tracks import TracksSink
 
     idx = seg["index"]
     tracks = TracksSink(Path(job["segdir"]) / f".seg-{idx:04d}.tracks", stem=job["name"], format="csv")
     tail = seg.get("next_warm")
     boxes = _Boxes([(seg["warm"], seg["first"])] + ([(tail, seg["stop"])] if tail is not None else []))
-    return [*sinks, _From(tracks, seg["first"], seg["stop"]), boxes], tracks, boxes
+    sinks += [_From(tracks, seg["first"], seg["stop"]), boxes]
+    acc = None
+    if people:  # the sums only: the driver joins them by the whole run's person map
+        acc = PeopleSink(Path(job["segdir"]) / f".seg-{idx:04d}.people", person_map=dict, fps=1.0)
+        acc.begin(None)
+        sinks.append(_From(acc, seg["first"], seg["stop"]))
+    return sinks, tracks, boxes, acc
 
 
 class SegmentWorker:
@@ -183,7 +192,8 @@ class SegmentWorker:
         stages = _segment_stages(job, source, segdir)
         table = FORMATS[fmt](part_path(segdir, idx, fmt), key="frame", extra_columns=job["columns"])
         table.header = lambda: b""  # the driver writes the header once
-        sinks, tracks, boxes = _segment_sinks(job, seg, table, tracked=bool(stages))
+        reid = stages[0].reid if stages and isinstance(stages[0], TrackingStage) else None
+        sinks, tracks, boxes, people = _segment_sinks(job, seg, table, tracked=bool(stages), people=reid is not None)
         pipe = FramePipeline(self.analyzer, stages=stages, group_frames=o["group_frames"], no_detect=o["no_detect"])
         reader = pipe.read(frames, maxsize=o["queue_frames"])
         def count(last: Frame) -> None:
@@ -218,6 +228,8 @@ class SegmentWorker:
             rec["tracks"] = tracks.checkpoint()["tracks"]
             rec["boxes"] = boxes.rows
             rec["tail_from"] = seg.get("next_warm")
+        if people is not None:  # descriptors are identity data: this meta file goes with the segment folder
+            rec["people"] = {"tracks": people.checkpoint()["tracks"], **reid.people_state()}
         self._first_segment = False
         write_sidecar(meta_path(segdir, idx), rec)
         with self._lock:
