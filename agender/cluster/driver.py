@@ -19,6 +19,7 @@ from typing import Any
 
 from agender.cluster import Cluster
 from agender.cluster.plan import analysed_indices, keyframes, plan_fingerprint, plan_segments
+from agender.cluster.replay import dump_path, replay
 from agender.cluster.stitch import merge_people, merge_tracks, reconcile, rewrite_ids, tracks_file_bytes
 from agender.cluster.worker import meta_path, part_path
 from agender.errors import AgenderError, OutputBusy, OutputError
@@ -26,6 +27,7 @@ from agender.inputs import InputItem
 from agender.io.outlock import OutputLock
 from agender.io.sinks.base import atomic_write_bytes, remove_quietly, writing
 from agender.io.sinks.people import PeopleSink
+from agender.io.sinks.tracks import TracksSink
 from agender.io.sinks.sidecar import read_sidecar, write_sidecar
 from agender.io.sinks.table import FACE_COLUMNS, VIDEO_KEY, rewrite_person_ids
 from agender.io.sources import VideoSource
@@ -46,6 +48,7 @@ class _Job:
     face_id_col: int | None
     tracks_path: Path | None
     people: Any  # the PeopleSink of a run with re-identification (None without)
+    exports: list  # the --export-* sinks, replayed by the driver once ids are global (agender.cluster.replay)
     fp: str
     desc: dict
     video: dict
@@ -135,16 +138,16 @@ class ClusterRunner:
         finally:
             src.close()
         people = next((s for s in sinks if isinstance(s, PeopleSink)), None)
-        extra = [p for s in sinks[1:] if s is not people for p in s.paths]
-        if any(not p.name.endswith((".tracks.csv", ".tracks.jsonl")) for p in extra):
-            raise AgenderError("--export-mp4/--export-ass/--export-chips are not available with --cluster yet")
+        exports = [s for s in sinks[1:] if s is not people and not isinstance(s, TracksSink)]
+        extra = [p for s in sinks[1:] if s is not people and s not in exports for p in s.paths]
         desc = r.describe_run(item, stages)
         fp = r.fingerprint(item, stages, desc)
         tracked = bool(stages)
         idx, segs, seg_dicts = self._plan(item, video, tracked)
         pfp = plan_fingerprint(fp, segs)
         segdir = self._plan_dir(item, pfp, seg_dicts)
-        remove_stale_temps([table, sidecar, *extra, *([people.path] if people else [])])
+        remove_stale_temps([table, sidecar, *extra, *([people.path] if people else []),
+                            *(p for s in exports for p in s.paths)])
         columns = sinks[0].columns
         tracks_path = extra[0] if tracked and extra else None
         job = _Job(item=item, lock=lock, segdir=segdir, spec={
@@ -153,13 +156,15 @@ class ClusterRunner:
             "first_frame": idx[0] if idx else 0,
             "options": {k: v for k, v in asdict(o).items() if k != "extra_columns"},
             "track": self.track if tracked else None,
+            "exports": bool(exports),
         }, segments=seg_dicts, header=sinks[0].header(),
             face_id_col=columns.index("face_id") if "face_id" in columns else None, tracks_path=tracks_path,
-            people=people if tracked else None, fp=fp, desc=desc, video=video)
+            people=people if tracked else None, exports=exports, fp=fp, desc=desc, video=video)
         for s in seg_dicts:
             m = read_sidecar(meta_path(segdir, s["index"]))
             p = part_path(segdir, s["index"], o.format)
-            if m and m.get("plan") == pfp and p.is_file() and p.stat().st_size == m.get("bytes"):
+            if m and m.get("plan") == pfp and p.is_file() and p.stat().st_size == m.get("bytes") and (
+                    not exports or dump_path(segdir, s["index"]).is_file()):
                 job.metas[s["index"]] = m
         job.resumed = len(job.metas)
         if job.metas:
@@ -339,6 +344,9 @@ class ClusterRunner:
             if job.people is not None:
                 job.people.close()
                 outputs.append(job.people.path)
+            if job.exports:
+                self._replay_exports(job, maps)
+                outputs += [p for s in job.exports for p in s.paths]
             stitch_s = time.perf_counter() - t0
             self.stitch_s += stitch_s
             stats = RunStats(frames_read=max(m["last_frame"] for m in metas) + 1 if metas else 0,
@@ -354,12 +362,24 @@ class ClusterRunner:
             rec["cluster"] = self._cluster_record(metas, stitch_s)
             rec["cluster"]["segments_resumed"] = job.resumed
             write_sidecar(sidecar, rec)
-        except (OutputError, OSError) as exc:
+        except (AgenderError, OSError) as exc:  # OutputError is an AgenderError
             for p in outputs:
                 remove_quietly(p)
             return InputResult(item, "failed", f"{item.spec}: {exc}")
         shutil.rmtree(job.segdir, ignore_errors=True)
         return InputResult(item, "done", outputs=[*outputs, sidecar], stats=stats)
+
+    def _replay_exports(self, job: _Job, maps: list[dict[int, int]] | None) -> None:
+        """The --export-* files: the video decoded once more on the driver, each analysed frame
+        handed with its segment's faces (global ids) to the single-machine export sinks."""
+        o = self.runner.options
+        src = VideoSource(job.item.spec, start_s=o.start_s, end_s=o.end_s, rate=o.fps, max_frames=o.max_frames,
+                          open_timeout_s=o.timeout_s)
+        dumps = [(dump_path(job.segdir, s["index"]), maps[k] if maps else {}) for k, s in enumerate(job.segments)]
+        try:
+            replay(job.exports, src, dumps)
+        finally:
+            src.close()
 
     def _cluster_record(self, metas: list[dict], stitch_s: float) -> dict:
         per: dict[str, dict] = {}

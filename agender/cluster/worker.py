@@ -20,6 +20,7 @@ from typing import Iterator
 
 import cv2
 
+from agender.cluster.replay import FacesDump, dump_path
 from agender.io.sinks.base import Sink
 from agender.io.sinks.sidecar import write_sidecar
 from agender.io.sources import Frame, VideoSource
@@ -194,6 +195,9 @@ class SegmentWorker:
         table.header = lambda: b""  # the driver writes the header once
         reid = stages[0].reid if stages and isinstance(stages[0], TrackingStage) else None
         sinks, tracks, boxes, people = _segment_sinks(job, seg, table, tracked=bool(stages), people=reid is not None)
+        dump = FacesDump() if job.get("exports") else None  # the driver replays them through the exports
+        if dump is not None:
+            sinks.append(_From(dump, seg["first"], seg["stop"]))
         pipe = FramePipeline(self.analyzer, stages=stages, group_frames=o["group_frames"], no_detect=o["no_detect"])
         reader = pipe.read(frames, maxsize=o["queue_frames"])
         def count(last: Frame) -> None:
@@ -228,6 +232,8 @@ class SegmentWorker:
             rec["tracks"] = tracks.checkpoint()["tracks"]
             rec["boxes"] = boxes.rows
             rec["tail_from"] = seg.get("next_warm")
+        if dump is not None:
+            dump.save(dump_path(segdir, idx))
         if people is not None:  # descriptors are identity data: this meta file goes with the segment folder
             rec["people"] = {"tracks": people.checkpoint()["tracks"], **reid.people_state()}
         self._first_segment = False
