@@ -484,3 +484,47 @@ def test_exports_on_a_cluster_are_the_single_machine_exports(clip, tmp_path):
         chip_ids = {c["face_id"] for c in csv.DictReader(fh, fieldnames=TSV_COLUMNS, delimiter="\t")}
     assert chip_ids and chip_ids - {"-1"} and chip_ids - {"-1"} <= ids, "chips are named by the global track ids"
     assert not (tracked / f".{NAME}.cluster").exists()
+
+
+def _shot_starts(path: Path) -> list[int]:
+    import cv2
+
+    from agender.shots import ShotCutDetector
+
+    cap, det, out, k = cv2.VideoCapture(str(path)), ShotCutDetector(), [], 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            return out
+        if det.update(img):
+            out.append(k)
+        k += 1
+
+
+@needs_ray
+def test_detect_every_differs_only_from_a_boundary_to_the_next_shot_cut(clip, tmp_path):
+    """--detect-every 3: a segment's fresh tracker starts its every-3rd-frame schedule at its own
+    warm-up frame, so after a boundary it may detect on other frames than one machine does, until
+    a shot cut (which restarts both schedules) brings them back in step. The bound (docs/cluster.md):
+    every per-frame difference lies between a boundary and the first cut after it."""
+    opts = ("--detect-every", "3", "--no-reid", "-q")
+    ref, got = tmp_path / "single", tmp_path / "cl"
+    assert agender(str(clip), "-o", str(ref), *opts).returncode == 0
+    r = agender(str(clip), "-o", str(got), *opts, "--cluster", "local:2", "--cluster-segments", "4")
+    assert r.returncode == 0, r.stderr
+    bounds = json.loads((got / f"{NAME}.json").read_text())["cluster"]["boundaries"]
+    assert len(bounds) == 3
+    cuts = _shot_starts(clip)
+
+    def by_frame(path):
+        out: dict[int, list] = {}
+        for g in rows(path):
+            out.setdefault(int(g["frame"]), []).append([g[c] for c in PER_FRAME])
+        return out
+
+    a, b = by_frame(ref / f"{NAME}.csv"), by_frame(got / f"{NAME}.csv")
+    differ = [f for f in range(300) if a.get(f) != b.get(f)]
+    for f in differ:
+        start = max(x for x in bounds if x <= f) if any(x <= f for x in bounds) else None
+        assert start is not None, f"frame {f} differs before the first boundary"
+        assert not [c for c in cuts if start < c <= f], f"frame {f} differs after a cut that follows boundary {start}"

@@ -361,6 +361,7 @@ class ClusterRunner:
                 rec.update(job.people.sidecar_fields())
             rec["cluster"] = self._cluster_record(metas, stitch_s)
             rec["cluster"]["segments_resumed"] = job.resumed
+            rec["cluster"]["boundaries"] = [int(seg["first"]) for seg in job.segments[1:]]  # where rows may differ
             write_sidecar(sidecar, rec)
         except (AgenderError, OSError) as exc:  # OutputError is an AgenderError
             for p in outputs:
