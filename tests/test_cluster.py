@@ -528,3 +528,29 @@ def test_detect_every_differs_only_from_a_boundary_to_the_next_shot_cut(clip, tm
         start = max(x for x in bounds if x <= f) if any(x <= f for x in bounds) else None
         assert start is not None, f"frame {f} differs before the first boundary"
         assert not [c for c in cuts if start < c <= f], f"frame {f} differs after a cut that follows boundary {start}"
+
+
+@needs_ray
+def test_an_image_set_is_split_across_workers_with_the_single_machine_table(tmp_path):
+    """A folder of photos (plus one file that is not an image) in runs of whole estimator
+    batches: the parts concatenate to the single-machine images.csv byte for byte, and the
+    unreadable file is reported the same way."""
+    import shutil
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k, src in enumerate(sorted((VIDEOS.parent / "photos").glob("*.jpg"))):
+        shutil.copy(src, photos / f"{k:02d}-{src.name}")
+    (photos / "03-broken.jpg").write_text("not a jpeg")
+    opts = ("--group-frames", "2", "-q")
+    ref = tmp_path / "single"
+    r1 = agender(str(photos), "-o", str(ref), *opts)
+    r2 = agender(str(photos), "-o", str(tmp_path / "cl"), *opts, "--cluster", "local:2")
+    assert r1.returncode == r2.returncode, (r1.stderr, r2.stderr)
+    got = (tmp_path / "cl" / "images.csv").read_bytes()
+    assert got == (ref / "images.csv").read_bytes() and got.count(b"\n") > 5
+    side, ref_side = (json.loads((d / "images.json").read_text()) for d in (tmp_path / "cl", ref))
+    assert side["cluster"]["segments"] >= 2 and len(side["cluster"]["per_worker"]) == 2
+    assert side["failed_files"] == ref_side["failed_files"] and len(side["failed_files"]) == 1
+    assert side["faces"] == ref_side["faces"] and side["images"] == ref_side["images"]
+    assert "03-broken.jpg" in r2.stderr

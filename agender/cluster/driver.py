@@ -2,8 +2,9 @@
 
 It reuses :class:`agender.runner.Runner` for everything an input's outputs share with a
 single-machine run: paths, the output lock, the "finished?" verdict and the fingerprint, the
-sinks' columns and header, the sidecar record. Only local video files are split; other inputs
-(image sets, URLs, cameras) run on the driver with the Runner itself.
+sinks' columns and header, the sidecar record. Local video files are cut into time segments and
+image sets into runs of consecutive images; other inputs (URLs, cameras) run on the driver with
+the Runner itself.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from agender.cluster import Cluster
-from agender.cluster.plan import analysed_indices, keyframes, plan_fingerprint, plan_segments
+from agender.cluster.plan import analysed_indices, keyframes, plan_fingerprint, plan_image_chunks, plan_segments
 from agender.cluster.replay import dump_path, replay
 from agender.cluster.stitch import merge_people, merge_tracks, reconcile, rewrite_ids, tracks_file_bytes
 from agender.cluster.worker import meta_path, part_path
@@ -29,8 +30,8 @@ from agender.io.sinks.base import atomic_write_bytes, remove_quietly, writing
 from agender.io.sinks.people import PeopleSink
 from agender.io.sinks.tracks import TracksSink
 from agender.io.sinks.sidecar import read_sidecar, write_sidecar
-from agender.io.sinks.table import FACE_COLUMNS, VIDEO_KEY, rewrite_person_ids
-from agender.io.sources import VideoSource
+from agender.io.sinks.table import FACE_COLUMNS, IMAGE_KEY, VIDEO_KEY, rewrite_person_ids
+from agender.io.sources import ImageSource, VideoSource
 from agender.pipeline import RunStats
 from agender.runner import InputResult, JobContext, Runner, remove_stale_temps
 
@@ -129,12 +130,13 @@ class ClusterRunner:
             if verdict == "refuse":
                 return InputResult(item, "failed", line)
             log.info("%s", line)
-        src = VideoSource(item.spec, start_s=o.start_s, end_s=o.end_s, rate=o.fps, max_frames=o.max_frames,
-                          open_timeout_s=o.timeout_s)
+        images = item.kind == "images"
+        src = ImageSource(item.paths, name=item.name) if images else VideoSource(
+            item.spec, start_s=o.start_s, end_s=o.end_s, rate=o.fps, max_frames=o.max_frames, open_timeout_s=o.timeout_s)
         try:
-            video = {k: getattr(src, k, None) for k in ("fps", "frame_count", "width", "height")}
+            video = {} if images else {k: getattr(src, k, None) for k in ("fps", "frame_count", "width", "height")}
             ctx = JobContext(item=item, source=src, outdir=r.outdir, options=o)
-            stages, sinks = r._run_stages_and_sinks(ctx, "frame")
+            stages, sinks = r._run_stages_and_sinks(ctx, "file" if images else "frame")
         finally:
             src.close()
         people = next((s for s in sinks if isinstance(s, PeopleSink)), None)
@@ -143,7 +145,13 @@ class ClusterRunner:
         desc = r.describe_run(item, stages)
         fp = r.fingerprint(item, stages, desc)
         tracked = bool(stages)
-        idx, segs, seg_dicts = self._plan(item, video, tracked)
+        if images:  # runs of consecutive images, whole estimator batches each
+            idx = list(range(len(item.paths)))
+            segs = plan_image_chunks(len(idx), chunks=self.segments or 2 * self.cluster.workers,
+                                     group_frames=o.group_frames)
+            seg_dicts = [sg.to_dict() for sg in segs]
+        else:
+            idx, segs, seg_dicts = self._plan(item, video, tracked)
         pfp = plan_fingerprint(fp, segs)
         segdir = self._plan_dir(item, pfp, seg_dicts)
         remove_stale_temps([table, sidecar, *extra, *([people.path] if people else []),
@@ -152,11 +160,12 @@ class ClusterRunner:
         tracks_path = extra[0] if tracked and extra else None
         job = _Job(item=item, lock=lock, segdir=segdir, spec={
             "name": item.name, "spec": os.path.abspath(item.spec), "segdir": str(segdir.resolve()), "format": o.format, "plan": pfp,
-            "columns": [c for c in columns if c not in (*VIDEO_KEY, *FACE_COLUMNS)],
+            "columns": [c for c in columns if c not in (*VIDEO_KEY, *IMAGE_KEY, *FACE_COLUMNS)],
             "first_frame": idx[0] if idx else 0,
             "options": {k: v for k, v in asdict(o).items() if k != "extra_columns"},
             "track": self.track if tracked else None,
             "exports": bool(exports),
+            "kind": item.kind, "paths": [os.path.abspath(p) for p in item.paths] if images else None,
         }, segments=seg_dicts, header=sinks[0].header(),
             face_id_col=columns.index("face_id") if "face_id" in columns else None, tracks_path=tracks_path,
             people=people if tracked else None, exports=exports, fp=fp, desc=desc, video=video)
@@ -207,7 +216,8 @@ class ClusterRunner:
         results: dict[int, InputResult] = {}
         jobs: dict[int, _Job] = {}
         for k, item in enumerate(items):
-            if item.kind == "video" and Path(item.spec).is_file():
+            if (item.kind == "video" and Path(item.spec).is_file()) or (
+                    item.kind == "images" and len(item.paths) > self.runner.options.group_frames):
                 res = self._prepare(item)
                 if isinstance(res, InputResult):
                     results[k] = res
@@ -316,6 +326,7 @@ class ClusterRunner:
         metas = [job.metas[s["index"]] for s in job.segments]
         parts = [part_path(job.segdir, s["index"], o.format) for s in job.segments]
         maps = reconcile(metas) if job.face_id_col is not None else None
+        failed = [tuple(f) for m in metas for f in m.get("failed_files", [])]  # unreadable images, in order
 
         def chunks():
             yield job.header
@@ -355,7 +366,7 @@ class ClusterRunner:
                              faces=sum(m["faces"] for m in metas), wall_s=time.perf_counter() - job.t0,
                              ms_per_frame=_mean_ms(metas))
             src = SimpleNamespace(**job.video)
-            rec = r._record(item, src, stats, outputs, None, [], SimpleNamespace(dropped=0), "")
+            rec = r._record(item, src, stats, outputs, None, failed, SimpleNamespace(dropped=0), "")
             rec["fingerprint"], rec["run"] = job.fp, job.desc
             if job.people is not None:
                 rec.update(job.people.sidecar_fields())
@@ -368,7 +379,7 @@ class ClusterRunner:
                 remove_quietly(p)
             return InputResult(item, "failed", f"{item.spec}: {exc}")
         shutil.rmtree(job.segdir, ignore_errors=True)
-        return InputResult(item, "done", outputs=[*outputs, sidecar], stats=stats)
+        return InputResult(item, "done", outputs=[*outputs, sidecar], stats=stats, failed_files=failed)
 
     def _replay_exports(self, job: _Job, maps: list[dict[int, int]] | None) -> None:
         """The --export-* files: the video decoded once more on the driver, each analysed frame

@@ -95,3 +95,19 @@ def plan_segments(indices: list[int], keys: list[int], *, segments: int, group_f
 def plan_fingerprint(run_fingerprint: str, segs: list[Segment]) -> str:
     text = json.dumps({"run": run_fingerprint, "segments": [s.to_dict() for s in segs]}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def plan_image_chunks(n: int, *, chunks: int, group_frames: int) -> list[Segment]:
+    """An image set of ``n`` images cut into up to ``chunks`` runs of consecutive images, each a
+    multiple of ``group_frames`` long (the last takes the rest), so every estimator batch is the
+    batch a single-machine run makes and the parts concatenate to its table."""
+    group = max(1, int(group_frames))
+    groups = max(1, math.ceil(n / group))
+    k = max(1, min(int(chunks), groups))
+    out, a = [], 0
+    for i in range(k):
+        share = (groups * (i + 1)) // k - (groups * i) // k  # this chunk's estimator groups
+        b = n if i == k - 1 else min(n, a + group * share)
+        out.append(Segment(index=i, seek=a, warm=a, first=a, stop=b, frames=b - a))
+        a = b
+    return out

@@ -23,7 +23,7 @@ import cv2
 from agender.cluster.replay import FacesDump, dump_path
 from agender.io.sinks.base import Sink
 from agender.io.sinks.sidecar import write_sidecar
-from agender.io.sources import Frame, VideoSource
+from agender.io.sources import Frame, ImageSource, VideoSource
 from agender.pipeline import FramePipeline, FrameStage
 from agender.tracked_analyzer import TrackingStage
 
@@ -177,6 +177,21 @@ class SegmentWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def _open(self, job: dict, seg: dict, segdir: Path):
+        """``(source, frames, stages, table key, failed images)`` of a segment: a time range of a
+        video (tracked as the whole run is), or a run of consecutive images of an image set
+        (``failed``: the images that could not be read, as ``[path, reason]``; None for videos)."""
+        o = job["options"]
+        if job.get("kind") == "images":
+            failed: list[list[str]] = []
+            src = ImageSource(job["paths"][: seg["stop"]], name=job["name"], skip_to=seg["first"],
+                              on_error=lambda p, exc: failed.append([str(p), str(exc)]))
+            return src, src, [], "file", failed
+        source = VideoSource(job["spec"], start_s=o["start_s"], end_s=o["end_s"], rate=o["fps"],
+                             open_timeout_s=o["timeout_s"])
+        frames = SegmentFrames(source, seg, first_global=job["first_frame"], check_length=True)
+        return source, frames, _segment_stages(job, source, segdir), "frame", None
+
     def run(self, job: dict, seg: dict) -> dict:
         """Analyse ``seg`` of ``job`` (see :meth:`agender.cluster.driver.ClusterRunner._job`);
         returns the segment's meta record (also written to its meta file)."""
@@ -187,11 +202,8 @@ class SegmentWorker:
         with self._lock:
             self._current, self._done_frames = (job["name"], idx), 0
         o = job["options"]
-        source = VideoSource(job["spec"], start_s=o["start_s"], end_s=o["end_s"], rate=o["fps"],
-                             open_timeout_s=o["timeout_s"])
-        frames = SegmentFrames(source, seg, first_global=job["first_frame"], check_length=True)
-        stages = _segment_stages(job, source, segdir)
-        table = FORMATS[fmt](part_path(segdir, idx, fmt), key="frame", extra_columns=job["columns"])
+        source, frames, stages, key, failed = self._open(job, seg, segdir)
+        table = FORMATS[fmt](part_path(segdir, idx, fmt), key=key, extra_columns=job["columns"])
         table.header = lambda: b""  # the driver writes the header once
         reid = stages[0].reid if stages and isinstance(stages[0], TrackingStage) else None
         sinks, tracks, boxes, people = _segment_sinks(job, seg, table, tracked=bool(stages), people=reid is not None)
@@ -223,7 +235,7 @@ class SegmentWorker:
             "last_frame": pipe.stats.frames_read - 1,
             "wall_s": round(time.perf_counter() - t_start, 4),
             "cpu_s": round(time.process_time() - cpu_start, 4),  # all threads of this worker
-            "seek_s": round(frames.seek_s, 4),
+            "seek_s": round(frames.seek_s, 4) if isinstance(frames, SegmentFrames) else 0.0,
             "cores": self.pin,
             "model_load_s": round(self.model_load_s, 4) if self._first_segment else 0.0,
             "ms_per_frame": pipe.ms_per_frame(),
@@ -232,6 +244,8 @@ class SegmentWorker:
             rec["tracks"] = tracks.checkpoint()["tracks"]
             rec["boxes"] = boxes.rows
             rec["tail_from"] = seg.get("next_warm")
+        if failed is not None:
+            rec["failed_files"] = failed
         if dump is not None:
             dump.save(dump_path(segdir, idx))
         if people is not None:  # descriptors are identity data: this meta file goes with the segment folder
