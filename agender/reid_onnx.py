@@ -29,6 +29,7 @@ import numpy as np
 
 from agender.errors import ModelError
 from agender.io.sinks.base import atomic_write_bytes
+from agender.models.conversion import GraphBuilder, is_current
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +140,7 @@ class _DescriptorGraph:
     dlib's ``add_prev`` is known when the graph is built."""
 
     def __init__(self, net: DlibNet) -> None:
-        from agender.estimators.ssrnet_onnx import _GraphBuilder
-
-        self.g = g = _GraphBuilder()
+        self.g = g = GraphBuilder()
         mean = g.const(np.asarray(net.means, np.float32).reshape(1, 1, 1, 3), "mean")
         x = g.op("Mul", [g.op("Sub", ["chips", mean]), g.const(np.asarray(1.0 / INPUT_DIVISOR, np.float32), "inv")])
         self.x, self.c, self.h = g.op("Transpose", [x], perm=[0, 3, 1, 2]), 3, net.size
@@ -243,16 +242,6 @@ def cache_path(source_sha256: str) -> Path:
     return cache_dir() / "onnx" / f"{source_sha256}-dlib-descriptor.onnx"
 
 
-def _current(path: Path, sha: str) -> bool:
-    import onnx
-
-    try:
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception:  # truncated or foreign file: rebuild it
-        return False
-    return props.get("agender.converter") == CONVERTER_VERSION and props.get("source_sha256") == sha
-
-
 def parity_chips(n: int = 4, size: int = 150) -> np.ndarray:
     """Seeded smooth test chips (blurred noise: natural-image-like statistics, no face data)."""
     import cv2
@@ -275,7 +264,7 @@ def cached_descriptor_onnx(dat_path: Path | str, dlib_net=None, tolerance: float
     dat_path = Path(dat_path)
     sha = sha256_file(dat_path)
     out = cache_path(sha)
-    if out.is_file() and _current(out, sha):
+    if out.is_file() and is_current(out, CONVERTER_VERSION, sha):
         return out
     model = build_descriptor_onnx(read_dlib_net(dat_path))
     props = {"agender.converter": CONVERTER_VERSION, "source_sha256": sha, "source_file": dat_path.name,

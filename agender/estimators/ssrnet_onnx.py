@@ -31,6 +31,7 @@ import numpy as np
 
 from agender.errors import ModelError, one_line
 from agender.io.sinks.base import atomic_write_bytes
+from agender.models.conversion import GraphBuilder, is_current
 
 CONVERTER_VERSION = "ssrnet-onnx/2"
 OPSET = 17
@@ -93,31 +94,8 @@ def read_keras_weights(path: Path | str) -> KerasWeights:
     return KerasWeights(path=path, layers=layers)
 
 
-class _GraphBuilder:
-    """Collects ONNX nodes and initializers with unique names."""
-
-    def __init__(self) -> None:
-        self.nodes: list = []
-        self.inits: list = []
-        self._n = 0
-
-    def name(self, hint: str) -> str:
-        self._n += 1
-        return f"{hint}_{self._n}"
-
-    def const(self, array: np.ndarray, hint: str = "w") -> str:
-        from onnx import numpy_helper
-
-        n = self.name(hint)
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name=n))
-        return n
-
-    def op(self, op_type: str, inputs: list[str], hint: str | None = None, **attrs) -> str:
-        from onnx import helper
-
-        out = self.name(hint or op_type.lower())
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
-        return out
+class _GraphBuilder(GraphBuilder):
+    """:class:`~agender.models.conversion.GraphBuilder` with SSR-Net's Keras layers."""
 
     # -- layers ------------------------------------------------------------------------------
     def conv_bn(self, x: str, conv: list[np.ndarray], bn: list[np.ndarray] | None, act: str | None) -> str:
@@ -277,17 +255,6 @@ def onnx_cache_path(source_sha256: str) -> Path:
     return cache_dir() / "onnx" / f"{source_sha256}.onnx"
 
 
-def _cache_is_current(path: Path, source_sha256: str) -> bool:
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # truncated or foreign file: rebuild it
-        return False
-    props = {p.key: p.value for p in model.metadata_props}
-    return props.get("agender.converter") == CONVERTER_VERSION and props.get("source_sha256") == source_sha256
-
-
 def cached_onnx(h5_path: Path | str, source_sha256: str | None = None, kind: str | None = None) -> Path:
     """Path of the ONNX conversion of ``h5_path``, converting (once) when not cached yet.
 
@@ -300,7 +267,7 @@ def cached_onnx(h5_path: Path | str, source_sha256: str | None = None, kind: str
     h5_path = Path(h5_path)
     sha = source_sha256 or sha256_file(h5_path)
     out = onnx_cache_path(sha)
-    if out.is_file() and _cache_is_current(out, sha):
+    if out.is_file() and is_current(out, CONVERTER_VERSION, sha):
         return out
     import onnx
 
