@@ -522,10 +522,16 @@ def test_recording_to_a_path_that_cannot_be_written_reports_it_and_keeps_playing
                  dialogs=ScriptedDialogs(save_path=str(blocker / "rec.mp4")))
     win.transport.loop_box.setChecked(True)
     qtbot.waitUntil(lambda: win.view.frames_shown > 0, timeout=30000)
+    failures = []
+    win.worker.recording_failed.connect(failures.append)
     win.toggle_record(True)
     qtbot.waitUntil(lambda: any(t == "Recording" for t, _ in win.dialogs.messages), timeout=15000)
     text = [m for t, m in win.dialogs.messages if t == "Recording"][0]
-    assert "not_a_folder" in text
+    assert "not_a_folder" in text and "\n" not in text
+    from agender.gui.worker import RecordingFailed
+
+    assert failures and isinstance(failures[0], RecordingFailed), "the exception object, not a text"
+    assert isinstance(failures[0].__cause__, OSError)
     assert not win.worker.is_recording and not win.act_record.isChecked()
     shown = win.view.frames_shown
     qtbot.waitUntil(lambda: win.view.frames_shown > shown + 3, timeout=30000)

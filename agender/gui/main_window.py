@@ -157,6 +157,7 @@ class MainWindow(QMainWindow):
         self.worker.models_failed.connect(self._on_models_failed)
         self.worker.errored.connect(self._on_worker_error)
         self.worker.recording.connect(self.record_snapshot.on_recording)
+        self.worker.recording_failed.connect(self.record_snapshot.on_recording_failed)
         self.view.resized.connect(self.worker.set_display_size)
         self.view.file_dropped.connect(self.open_source)
         self.transport.play_toggled.connect(self.toggle_pause)

@@ -95,12 +95,16 @@ class RecordSnapshot:
         act.setChecked(on)
         act.blockSignals(False)
 
-    def on_recording(self, on: bool, text: str) -> None:
+    def on_recording(self, on: bool, path: str) -> None:
         win = self.win
         self.set_checked(on)
         self.label.setVisible(on)
         win.view.set_recording(on)
         if on:
-            win.statusBar().showMessage(f"Recording to {text}", 5000)
-        elif text:
-            win.dialogs.error(win, "Recording", text)
+            win.statusBar().showMessage(f"Recording to {path}", 5000)
+
+    def on_recording_failed(self, exc: BaseException) -> None:
+        """The worker's ``recording_failed``: the exception itself, shown as one line."""
+        from agender.gui.workers import error_message
+
+        self.win.dialogs.error(self.win, "Recording", error_message(exc))

@@ -32,7 +32,7 @@ from PyQt5.QtGui import QImage
 
 from agender.estimators.base import DEFAULT_ESTIMATOR
 
-from agender.errors import AgenderError
+from agender.errors import AgenderError, one_line
 from agender.faces import Faces
 from agender.gui.adapt import MODES, Governor
 from agender.gui.capture import Captured, FrameSlot, RateMeter
@@ -117,6 +117,17 @@ class FrameNotShown(AgenderError):
     The original exception is its ``__cause__``."""
 
 
+class RecordingFailed(AgenderError):
+    """The MP4 recording could not be started, written or finished: it stops (the half-written
+    file removed), the live view goes on. The original exception is its ``__cause__``."""
+
+
+def _recording_failed(what: str, exc: BaseException) -> RecordingFailed:
+    err = RecordingFailed(f"{what}: {one_line(exc)}")
+    err.__cause__ = exc
+    return err
+
+
 class _DetectAhead(Worker):
     """Capture mailbox → downscale + detect → :attr:`InferenceWorker._ahead` (one frame).
 
@@ -165,12 +176,14 @@ class InferenceWorker(Worker):
     """Signals: ``result_ready()`` (take it with ``results.get(0)``), ``models_loaded(dict)``,
     ``models_failed(Exception, object)`` (the error, the :class:`ModelConfig` that failed),
     ``errored(Exception)`` (a frame could not be analysed or shown: the video goes on),
-    ``recording(bool, str)`` (on/off, path or error)."""
+    ``recording(bool, str)`` (on/off and the file), ``recording_failed(Exception)`` (a
+    :class:`RecordingFailed`: the recording stopped, the exception object itself)."""
 
     result_ready = pyqtSignal()
     models_loaded = pyqtSignal(dict)
     models_failed = pyqtSignal(object, object)
     recording = pyqtSignal(bool, str)
+    recording_failed = pyqtSignal(object)
 
     def __init__(self, inbox: FrameSlot, config: ModelConfig, *, overlay: OverlayOptions | None = None,
                  analyzer_factory: Callable[..., Any] | None = None,
@@ -350,7 +363,8 @@ class InferenceWorker(Worker):
         try:
             self._recorder = open_recorder(path, fps)
         except Exception as exc:  # noqa: BLE001
-            self.recording.emit(False, str(exc))
+            self.recording.emit(False, "")
+            self.recording_failed.emit(_recording_failed(f"cannot record to {path}", exc))
             return
         self.recording.emit(True, str(path))
 
@@ -362,7 +376,8 @@ class InferenceWorker(Worker):
             rec.close()
             self.recording.emit(False, "")
         except Exception as exc:  # noqa: BLE001
-            self.recording.emit(False, f"recording failed: {exc}")
+            self.recording.emit(False, "")
+            self.recording_failed.emit(_recording_failed("recording failed", exc))
 
     def _analyze(self, item: Captured, detected: Faces | None, want: bool) -> tuple[Faces, float]:
         """This frame's faces, and the detector seconds spent here (not ahead)."""
@@ -460,7 +475,8 @@ class InferenceWorker(Worker):
                 rec.abort()  # no half-written file left behind
             except Exception:  # noqa: BLE001
                 pass
-            self.recording.emit(False, f"recording failed: {exc}")
+            self.recording.emit(False, "")
+            self.recording_failed.emit(_recording_failed("recording failed", exc))
 
     def _adapt(self, busy_ahead_s: float, worker_s: float) -> None:
         """Feed this frame's load to the governor; log when it changes the mode."""
