@@ -42,6 +42,15 @@ def shared() -> Path:
 
 
 @pytest.fixture(scope="module")
+def yunet_ssrnet():
+    """YuNet + the SSR-Net estimator on the CPU from the shared models: the fixed, quick pair the
+    tracking and export tests compare runs with (their figures do not move with the default)."""
+    from agender.analyzer import Analyzer
+
+    return Analyzer(detector="yunet", estimator="ssrnet", device="cpu", models=str(MODELS))
+
+
+@pytest.fixture(scope="module")
 def dev_rows() -> list[dict]:
     """faces-dev's labels.csv rows (file, age, gender, race)."""
     if not FACES_DEV.is_dir():

@@ -53,10 +53,10 @@ def _source_frame_count(path) -> int:
 
 
 @pytest.fixture(scope="module")
-def analyzer() -> Analyzer:
+def analyzer(yunet_ssrnet) -> Analyzer:
     if not WALKING.is_file():
         pytest.skip(f"{WALKING} not present")
-    return Analyzer(detector="yunet", estimator="ssrnet", device="cpu", models=str(MODELS))
+    return yunet_ssrnet
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from agender.shots import ShotCutDetector, SimilarFrameFilter
 from agender.tracked_analyzer import TrackedAnalyzer, TrackingStage
 from agender.tracking import Tracker
 from _fakes import whole_and_resumed
-from conftest import MODELS, VIDEOS
+from conftest import VIDEOS
 
 TV = VIDEOS / "tv_scene_720p.mp4"
 WALKING = VIDEOS / "walking_and_pause_270p.mp4"
@@ -39,10 +39,10 @@ def _frames(path, start: int = 0, count: int | None = None) -> list[Frame]:
 
 
 @pytest.fixture(scope="module")
-def analyzer() -> Analyzer:
+def analyzer(yunet_ssrnet) -> Analyzer:
     if not TV.is_file():
         pytest.skip(f"{TV} not present")
-    return Analyzer(detector="yunet", estimator="ssrnet", device="cpu", models=str(MODELS))
+    return yunet_ssrnet
 
 
 @pytest.fixture(scope="module")
