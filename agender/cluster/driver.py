@@ -131,14 +131,7 @@ class ClusterRunner:
                 return InputResult(item, "failed", line)
             log.info("%s", line)
         images = item.kind == "images"
-        src = ImageSource(item.paths, name=item.name) if images else VideoSource(
-            item.spec, start_s=o.start_s, end_s=o.end_s, rate=o.fps, max_frames=o.max_frames, open_timeout_s=o.timeout_s)
-        try:
-            video = {} if images else {k: getattr(src, k, None) for k in ("fps", "frame_count", "width", "height")}
-            ctx = JobContext(item=item, source=src, outdir=r.outdir, options=o)
-            stages, sinks = r._run_stages_and_sinks(ctx, "file" if images else "frame")
-        finally:
-            src.close()
+        video, stages, sinks = self._stages_and_sinks(item)
         people = next((s for s in sinks if isinstance(s, PeopleSink)), None)
         exports = [s for s in sinks[1:] if s is not people and not isinstance(s, TracksSink)]
         extra = [p for s in sinks[1:] if s is not people and s not in exports for p in s.paths]
@@ -169,16 +162,37 @@ class ClusterRunner:
         }, segments=seg_dicts, header=sinks[0].header(),
             face_id_col=columns.index("face_id") if "face_id" in columns else None, tracks_path=tracks_path,
             people=people if tracked else None, exports=exports, fp=fp, desc=desc, video=video)
-        for s in seg_dicts:
-            m = read_sidecar(meta_path(segdir, s["index"]))
-            p = part_path(segdir, s["index"], o.format)
+        self._resume(job)
+        return job
+
+    def _stages_and_sinks(self, item: InputItem) -> tuple[dict, list, list]:
+        """``(video info, stages, sinks)`` a single-machine run of ``item`` would make (the
+        source is opened for them only: the workers decode)."""
+        r, o = self.runner, self.runner.options
+        images = item.kind == "images"
+        src = ImageSource(item.paths, name=item.name) if images else VideoSource(
+            item.spec, start_s=o.start_s, end_s=o.end_s, rate=o.fps, max_frames=o.max_frames, open_timeout_s=o.timeout_s)
+        try:
+            video = {} if images else {k: getattr(src, k, None) for k in ("fps", "frame_count", "width", "height")}
+            ctx = JobContext(item=item, source=src, outdir=r.outdir, options=o)
+            stages, sinks = r._run_stages_and_sinks(ctx, "file" if images else "frame")
+        finally:
+            src.close()
+        return video, stages, sinks
+
+    def _resume(self, job: _Job) -> None:
+        """Keep the segments a previous run of the same plan finished (meta, part of the
+        recorded size and, with exports, the faces dump all there)."""
+        fmt, pfp = self.runner.options.format, job.spec["plan"]
+        for s in job.segments:
+            m = read_sidecar(meta_path(job.segdir, s["index"]))
+            p = part_path(job.segdir, s["index"], fmt)
             if m and m.get("plan") == pfp and p.is_file() and p.stat().st_size == m.get("bytes") and (
-                    not exports or dump_path(segdir, s["index"]).is_file()):
+                    not job.exports or dump_path(job.segdir, s["index"]).is_file()):
                 job.metas[s["index"]] = m
         job.resumed = len(job.metas)
         if job.metas:
-            log.info("%s: resuming: %d of %d segments already done", item.spec, len(job.metas), len(seg_dicts))
-        return job
+            log.info("%s: resuming: %d of %d segments already done", job.item.spec, len(job.metas), len(job.segments))
 
     def _plan(self, item: InputItem, video: dict, tracked: bool) -> tuple[list[int], list, list[dict]]:
         """The frames to analyse and their segments (cut at keyframes; overlapping when
@@ -320,44 +334,18 @@ class ClusterRunner:
 
     # -- stitching -----------------------------------------------------------------------
     def _finish(self, job: _Job) -> InputResult:
-        r, o, item = self.runner, self.runner.options, job.item
+        r, item = self.runner, job.item
         t0 = time.perf_counter()
         table, sidecar = r.table_path(item), r.sidecar_path(item)
         metas = [job.metas[s["index"]] for s in job.segments]
-        parts = [part_path(job.segdir, s["index"], o.format) for s in job.segments]
         maps = reconcile(metas) if job.face_id_col is not None else None
         failed = [tuple(f) for m in metas for f in m.get("failed_files", [])]  # unreadable images, in order
-
-        def chunks():
-            yield job.header
-            for i, p in enumerate(parts):
-                data = p.read_bytes()
-                yield data if maps is None else rewrite_ids(data, o.format, job.face_id_col, maps[i])
-
         outputs = [table]
         try:
             if sidecar.exists():
                 with writing(sidecar):
                     sidecar.unlink()
-            if job.people is not None:  # person ids need the whole run: stitch, relabel, then publish
-                stitched = job.segdir / f"stitched.{o.format}"
-                atomic_write_bytes(stitched, chunks())
-                person_of = merge_people(job.people, metas, maps)
-                rewrite_person_ids(stitched, o.format, person_of)
-                os.replace(stitched, table)
-            else:
-                atomic_write_bytes(table, chunks())
-            if job.tracks_path is not None:
-                atomic_write_bytes(job.tracks_path, tracks_file_bytes(merge_tracks(metas, maps, item.name),
-                                                                      "jsonl" if o.format == "jsonl" else "csv",
-                                                                      item.name))
-                outputs.append(job.tracks_path)
-            if job.people is not None:
-                job.people.close()
-                outputs.append(job.people.path)
-            if job.exports:
-                self._replay_exports(job, maps)
-                outputs += [p for s in job.exports for p in s.paths]
+            self._publish(job, metas, maps, outputs)
             stitch_s = time.perf_counter() - t0
             self.stitch_s += stitch_s
             stats = RunStats(frames_read=max(m["last_frame"] for m in metas) + 1 if metas else 0,
@@ -365,8 +353,8 @@ class ClusterRunner:
                              frames_detected=sum(m["frames_detected"] for m in metas),
                              faces=sum(m["faces"] for m in metas), wall_s=time.perf_counter() - job.t0,
                              ms_per_frame=_mean_ms(metas))
-            src = SimpleNamespace(**job.video)
-            rec = r._record(item, src, stats, outputs, None, failed, SimpleNamespace(dropped=0), "")
+            rec = r._record(item, SimpleNamespace(**job.video), stats, outputs, None, failed,
+                            SimpleNamespace(dropped=0), "")
             rec["fingerprint"], rec["run"] = job.fp, job.desc
             if job.people is not None:
                 rec.update(job.people.sidecar_fields())
@@ -380,6 +368,38 @@ class ClusterRunner:
             return InputResult(item, "failed", f"{item.spec}: {exc}")
         shutil.rmtree(job.segdir, ignore_errors=True)
         return InputResult(item, "done", outputs=[*outputs, sidecar], stats=stats, failed_files=failed)
+
+    def _publish(self, job: _Job, metas: list[dict], maps: list[dict[int, int]] | None, outputs: list[Path]) -> None:
+        """The stitched table (ids global; with re-identification its person ids set before it
+        is published), then the tracks file, people file and exports; each path is added to
+        ``outputs`` as it is written (so a failure removes what was written)."""
+        o, item = self.runner.options, job.item
+        table = outputs[0]
+        parts = [part_path(job.segdir, s["index"], o.format) for s in job.segments]
+
+        def chunks():
+            yield job.header
+            for i, p in enumerate(parts):
+                data = p.read_bytes()
+                yield data if maps is None else rewrite_ids(data, o.format, job.face_id_col, maps[i])
+
+        if job.people is not None:  # person ids need the whole run: stitch, relabel, then publish
+            stitched = job.segdir / f"stitched.{o.format}"
+            atomic_write_bytes(stitched, chunks())
+            rewrite_person_ids(stitched, o.format, merge_people(job.people, metas, maps))
+            os.replace(stitched, table)
+        else:
+            atomic_write_bytes(table, chunks())
+        if job.tracks_path is not None:
+            fmt = "jsonl" if o.format == "jsonl" else "csv"
+            atomic_write_bytes(job.tracks_path, tracks_file_bytes(merge_tracks(metas, maps, item.name), fmt, item.name))
+            outputs.append(job.tracks_path)
+        if job.people is not None:
+            job.people.close()
+            outputs.append(job.people.path)
+        if job.exports:
+            self._replay_exports(job, maps)
+            outputs += [p for s in job.exports for p in s.paths]
 
     def _replay_exports(self, job: _Job, maps: list[dict[int, int]] | None) -> None:
         """The --export-* files: the video decoded once more on the driver, each analysed frame

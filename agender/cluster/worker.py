@@ -192,6 +192,25 @@ class SegmentWorker:
         frames = SegmentFrames(source, seg, first_global=job["first_frame"], check_length=True)
         return source, frames, _segment_stages(job, source, segdir), "frame", None
 
+    def _record(self, job: dict, seg: dict, pipe, table, frames, written: int, t_start: float,
+                cpu_start: float) -> dict:
+        """The segment's meta record: what the driver stitches, counts and reports with."""
+        segdir, idx = Path(job["segdir"]), seg["index"]
+        return {
+            "plan": job["plan"], "index": idx, "worker": self.id,
+            "frames_analysed": pipe.stats.frames_analysed,
+            "frames_written": written,
+            "frames_detected": pipe.stats.frames_detected, "faces": table.rows,
+            "bytes": part_path(segdir, idx, job["format"]).stat().st_size,
+            "last_frame": pipe.stats.frames_read - 1,
+            "wall_s": round(time.perf_counter() - t_start, 4),
+            "cpu_s": round(time.process_time() - cpu_start, 4),  # all threads of this worker
+            "seek_s": round(frames.seek_s, 4) if isinstance(frames, SegmentFrames) else 0.0,
+            "cores": self.pin,
+            "model_load_s": round(self.model_load_s, 4) if self._first_segment else 0.0,
+            "ms_per_frame": pipe.ms_per_frame(),
+        }
+
     def run(self, job: dict, seg: dict) -> dict:
         """Analyse ``seg`` of ``job`` (see :meth:`agender.cluster.driver.ClusterRunner._job`);
         returns the segment's meta record (also written to its meta file)."""
@@ -226,20 +245,7 @@ class SegmentWorker:
         finally:
             reader.close()
             source.close()
-        rec = {
-            "plan": job["plan"], "index": idx, "worker": self.id,
-            "frames_analysed": pipe.stats.frames_analysed,
-            "frames_written": sinks[0].frames,
-            "frames_detected": pipe.stats.frames_detected, "faces": table.rows,
-            "bytes": part_path(segdir, idx, fmt).stat().st_size,
-            "last_frame": pipe.stats.frames_read - 1,
-            "wall_s": round(time.perf_counter() - t_start, 4),
-            "cpu_s": round(time.process_time() - cpu_start, 4),  # all threads of this worker
-            "seek_s": round(frames.seek_s, 4) if isinstance(frames, SegmentFrames) else 0.0,
-            "cores": self.pin,
-            "model_load_s": round(self.model_load_s, 4) if self._first_segment else 0.0,
-            "ms_per_frame": pipe.ms_per_frame(),
-        }
+        rec = self._record(job, seg, pipe, table, frames, sinks[0].frames, t_start, cpu_start)
         if tracks is not None:
             rec["tracks"] = tracks.checkpoint()["tracks"]
             rec["boxes"] = boxes.rows

@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--race-power", type=float, default=None,
                    help="race balancing inside a decade x gender cell: weight ∝ n^-POWER (default 0.5)")
     p.add_argument("--gender-weight", type=float, default=None, help="weight of the gender loss (default 1)")
+    p.add_argument("--lr", type=float, default=None, help="trunk learning rate (default 3e-4)")
+    p.add_argument("--init", type=Path, default=None, metavar="CKPT",
+                   help="start from this checkpoint's weights (a finished run) instead of Cydral's")
     p.add_argument("--export-only", type=Path, default=None, metavar="CKPT",
                    help="skip training: export and evaluate this checkpoint")
     p.add_argument("--average", nargs="+", type=_part, default=None, metavar="CKPT[:WEIGHT]",
@@ -124,6 +127,10 @@ def _config(a: argparse.Namespace) -> Config:
         cfg.race_power = a.race_power
     if a.gender_weight is not None:
         cfg.gender_weight = a.gender_weight
+    if a.lr is not None:
+        cfg.lr = a.lr
+    if a.init is not None:
+        cfg.init = str(a.init.resolve())
     return cfg
 
 

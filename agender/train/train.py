@@ -46,6 +46,7 @@ class Config:
     threads: int = 2
     val_fraction: float = 0.05
     race_power: float = 0.5   # within a decade x gender cell, a race group's weight ∝ n_race^-race_power
+    init: str = ""            # start from this checkpoint's weights instead of Cydral's (e.g. a finished run)
 
 
 def decade(age: np.ndarray) -> np.ndarray:
@@ -189,6 +190,8 @@ def train(cfg: Config, cache: Path, out: Path) -> Path:
     hidx = np.flatnonzero(d["hold"])
     log.info("train %d, val(utk) %d, hold-out(aaf) %d", len(tr_idx), len(vidx), len(hidx))
     net = AgenderNet()
+    if cfg.init:  # warm start (a resumed run's last.pt still wins below)
+        net.load_state_dict(torch.load(cfg.init, weights_only=False)["net"])
     opt = _optimizer(net, cfg)
     steps_per_epoch = cfg.epoch_size // cfg.batch
     total = steps_per_epoch * cfg.epochs
