@@ -86,21 +86,23 @@ def sample_weights(age, male, race, race_power: float = 0.5) -> np.ndarray:
 # -- augmentation (video conditions) ------------------------------------------------------------
 def augment(chip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     x = chip
+    side = chip.shape[0]  # 64 for the shipped net; the same recipe scales to other chip sizes
+    k = side / 64.0
     if rng.random() < 0.5:
         x = x[:, ::-1]
     if rng.random() < 0.7:  # small pose / shift / scale
         ang = rng.uniform(-10, 10)
         sc = rng.uniform(0.92, 1.08)
-        M = cv2.getRotationMatrix2D((32, 32), ang, sc)
-        M[:, 2] += rng.uniform(-2.5, 2.5, 2)
-        x = cv2.warpAffine(np.ascontiguousarray(x), M, (64, 64), flags=cv2.INTER_LINEAR,
+        M = cv2.getRotationMatrix2D((side / 2, side / 2), ang, sc)
+        M[:, 2] += rng.uniform(-2.5, 2.5, 2) * k
+        x = cv2.warpAffine(np.ascontiguousarray(x), M, (side, side), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE)
     if rng.random() < 0.3:  # low resolution
-        s = int(rng.integers(14, 48))
+        s = int(rng.integers(14, 48) * k)
         x = cv2.resize(np.ascontiguousarray(x), (s, s), interpolation=cv2.INTER_AREA)
-        x = cv2.resize(x, (64, 64), interpolation=cv2.INTER_LINEAR if rng.random() < 0.5 else cv2.INTER_CUBIC)
+        x = cv2.resize(x, (side, side), interpolation=cv2.INTER_LINEAR if rng.random() < 0.5 else cv2.INTER_CUBIC)
     if rng.random() < 0.2:  # defocus / motion-ish blur
-        x = cv2.GaussianBlur(np.ascontiguousarray(x), (0, 0), rng.uniform(0.4, 1.3))
+        x = cv2.GaussianBlur(np.ascontiguousarray(x), (0, 0), rng.uniform(0.4, 1.3) * k)
     x = np.ascontiguousarray(x).astype(np.float32)
     if rng.random() < 0.6:  # brightness / contrast / colour cast
         x = x * rng.uniform(0.65, 1.35) + rng.uniform(-30, 30) + rng.uniform(-8, 8, 3)
