@@ -124,17 +124,14 @@ def tracks_file_bytes(accs: Iterable[dict], fmt: str, stem: str) -> bytes:
 
 def merge_people(sink, metas: list[dict], maps: list[dict[int, int]]) -> dict[int, int]:
     """The whole run's people from the segments' shares (their ``people`` records), set on
-    ``sink`` (the run's :class:`~agender.io.sinks.people.PeopleSink`): per global track id the
-    written frames' sums add up; the descriptors of one global track are pooled, co-visible
-    pairs and estimator cues mapped, and the tracks clustered once
-    (:func:`agender.reid.cluster_tracks`, the single-machine rule). Returns face_id → person_id
-    for the per-frame table."""
-    from dataclasses import asdict
-
-    from agender.io.sinks.people import _Track
+    ``sink`` (the run's :class:`~agender.io.sinks.people.PeopleSink`, through its own
+    checkpoint format): per global track id the written frames' sums add up; the descriptors
+    of one global track are pooled, co-visible pairs and estimator cues mapped, and the tracks
+    clustered once (:func:`agender.reid.cluster_tracks`, the single-machine rule). Returns
+    face_id → person_id for the per-frame table."""
     from agender.reid import cluster_tracks
 
-    tracks: dict[int, _Track] = {}
+    tracks: dict[int, dict] = {}
     vectors: dict[int, list] = {}
     covisible: set[tuple[int, int]] = set()
     cues: dict[int, tuple[float, float]] = {}
@@ -142,11 +139,10 @@ def merge_people(sink, metas: list[dict], maps: list[dict[int, int]]) -> dict[in
         share = m.get("people") or {}
         gid = lambda t: mp.get(int(t), int(t))  # noqa: E731
         for fid, d in share.get("tracks", []):
-            t, old = _Track(**d), tracks.get(gid(fid))
-            if old is not None:
-                t = _Track(**{k: v + asdict(old)[k] for k, v in asdict(t).items()})
-                t.first_s, t.last_s = min(old.first_s, d["first_s"]), max(old.last_s, d["last_s"])
-            tracks[gid(fid)] = t
+            old = tracks.get(gid(fid))
+            tracks[gid(fid)] = dict(d) if old is None else {
+                k: (min(old[k], v) if k == "first_s" else max(old[k], v) if k == "last_s" else old[k] + v)
+                for k, v in d.items()}
         for tid, vs in share.get("vectors", []):
             vectors.setdefault(gid(tid), []).extend(vs)
         for a, b in share.get("covisible", []):
@@ -155,9 +151,7 @@ def merge_people(sink, metas: list[dict], maps: list[dict[int, int]]) -> dict[in
                 covisible.add((min(ga, gb), max(ga, gb)))
         for tid, c in share.get("cues", []):
             cues[gid(tid)] = (float(c[0]), float(c[1]))  # segments in order: the latest cue wins
-    threshold = float(sink.reid_info.get("threshold", 0.6))
-    person_of = cluster_tracks(vectors, covisible, cues, threshold)
-    sink.begin(None)
-    sink._tracks = tracks
+    person_of = cluster_tracks(vectors, covisible, cues, float(sink.reid_info.get("threshold", 0.6)))
+    sink.begin({"tracks": sorted(tracks.items())})
     sink.person_map = lambda: person_of
     return person_of
