@@ -31,7 +31,6 @@ from agender.io.sinks.people import PeopleSink
 from agender.io.sinks.tracks import TracksSink
 from agender.io.sinks.sidecar import read_sidecar, write_sidecar
 from agender.io.sinks.table import FACE_COLUMNS, IMAGE_KEY, VIDEO_KEY, rewrite_person_ids
-from agender.io.sources import ImageSource, VideoSource
 from agender.pipeline import RunStats
 from agender.runner import InputResult, JobContext, Runner, remove_stale_temps
 
@@ -170,8 +169,7 @@ class ClusterRunner:
         source is opened for them only: the workers decode)."""
         r, o = self.runner, self.runner.options
         images = item.kind == "images"
-        src = ImageSource(item.paths, name=item.name) if images else VideoSource(
-            item.spec, start_s=o.start_s, end_s=o.end_s, rate=o.fps, max_frames=o.max_frames, open_timeout_s=o.timeout_s)
+        src = r.open_source(item, lambda p, e: None)  # the workers read the images: failures are theirs to report
         try:
             video = {} if images else {k: getattr(src, k, None) for k in ("fps", "frame_count", "width", "height")}
             ctx = JobContext(item=item, source=src, outdir=r.outdir, options=o)
@@ -404,9 +402,7 @@ class ClusterRunner:
     def _replay_exports(self, job: _Job, maps: list[dict[int, int]] | None) -> None:
         """The --export-* files: the video decoded once more on the driver, each analysed frame
         handed with its segment's faces (global ids) to the single-machine export sinks."""
-        o = self.runner.options
-        src = VideoSource(job.item.spec, start_s=o.start_s, end_s=o.end_s, rate=o.fps, max_frames=o.max_frames,
-                          open_timeout_s=o.timeout_s)
+        src = self.runner.open_source(job.item, lambda p, e: None)  # the same frames the run analysed
         dumps = [(dump_path(job.segdir, s["index"]), maps[k] if maps else {}) for k, s in enumerate(job.segments)]
         try:
             replay(job.exports, src, dumps)
