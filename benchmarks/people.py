@@ -82,7 +82,8 @@ def score(outdir: Path, stem: str, truth: dict) -> dict:
         if want:
             g_n += 1
             g_ok += p["gender"] == want
-        detail.append((p["person_id"], actor, p["gender"], "ok" if p["gender"] == want else ("?" if not want else "WRONG")))
+        detail.append((p["person_id"], actor, p["gender"], ("ok" if p["gender"] == want else ("?" if not want else "WRONG"))
+                       + ("" if len(votes) == 1 else "  (frames: " + ", ".join(f"{a} {n}" for a, n in votes.most_common()) + ")")))
     splits = sum(n - 1 for n in per_actor.values())
     n_cast = len(cast)
     return {"clip": stem, "cast": n_cast, "tracks": len(frames), "people": counted,
