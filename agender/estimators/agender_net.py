@@ -84,7 +84,7 @@ class AgenderEstimator:
     def __init__(self, models=None, device: str = "auto", variant: str = "", *,
                  crop_padding: float | None = None, threads: int | None = None,
                  model_path: str | Path | None = None, load_net: bool = True, flip: bool = True,
-                 runtime: str = "onnxruntime"):
+                 runtime: str = "onnxruntime", gender_net: bool = True):
         if variant not in ("", "v1", "fp32", "int8"):
             raise AgenderError(f"estimator agender has no variant {variant!r} (int8, the default, or fp32)")
         self.flip = bool(flip)
@@ -127,6 +127,18 @@ class AgenderEstimator:
                                  tflite_key=key, onnx_session=ort, compare_outputs=net_path == path)
         self.runtime = runtime
         self.device_used = self._net.device_used
+        # gender from the 150-px gender net (agender.estimators.gender_net) where there is one:
+        # ~93 % on faces-dev against the age net's own 91.6 % (age_gender_net/agender.md)
+        self.gender = None
+        if gender_net:
+            from agender.estimators.gender_net import GenderNet, find_model
+
+            gpath = find_model(models)
+            if gpath is not None:
+                self.gender = GenderNet(gpath, threads=threads, device=device)
+                self.model_files.append(gpath)
+            else:
+                log.info("agender: no %s found; gender from the age net", "agender-gender-v1.onnx")
 
     def _int8_net(self, path: Path) -> tuple[Path, str]:
         """The int8 net, quantized here once and used only after it agreed with the float net
@@ -224,4 +236,9 @@ class AgenderEstimator:
         if ok.any():
             a, s, g = self.run_chips(chips[ok])
             age[ok], std[ok], p_male[ok] = a, s, g
+            if self.gender is not None:
+                idx = np.flatnonzero(ok)
+                gch = np.stack([self.gender.chip(to_bgr8(crops[i]), None if landmarks is None else landmarks[i],
+                                                 self.crop_padding) for i in idx])
+                p_male[ok] = self.gender.run_chips(gch)
         return Estimates(age=age, p_male=p_male, age_std=std)
