@@ -1,7 +1,7 @@
 """agender's gender net (dlib's CC0 face ResNet fine-tuned for gender, shipped as package data):
 found without configuration, under 10 MB, licensed as its training data, its int8-stored
-weights folded to exactly what onnxruntime computes, used by the ``agender`` estimator for
-P(male), and better at gender than the age net's own head. Real shipped weights, real faces."""
+weights folded to exactly what onnxruntime computes, used by ``agender:g150`` for P(male), and
+better at gender than the age net's own head. Real shipped weights, real faces."""
 from __future__ import annotations
 
 import cv2
@@ -40,9 +40,17 @@ def test_folding_the_int8_stored_weights_gives_what_onnxruntime_computes_from_th
     np.testing.assert_allclose(net.run_chips(chips), want, atol=1e-5)
 
 
+def test_agender_g150_is_the_int8_age_net_with_the_gender_net_and_the_default_keeps_the_age_nets_gender():
+    from agender.estimators import create_estimator
+
+    g = create_estimator("agender:g150", device="cpu")
+    assert g.name == "agender:g150" and g.gender is not None
+    assert create_estimator("agender", device="cpu").gender is None  # the default: the faster pipeline
+
+
 def test_the_agender_estimator_takes_p_male_from_the_gender_net_and_can_do_without(dev_rows):
     crops = [cv2.imread(str(FACES_DEV / r["file"])) for r in dev_rows[::300]]
-    with_net = AgenderEstimator(device="cpu", variant="fp32", threads=1)
+    with_net = AgenderEstimator(device="cpu", variant="fp32", threads=1, gender_net=True)
     without = AgenderEstimator(device="cpu", variant="fp32", threads=1, gender_net=False)
     assert with_net.gender is not None and without.gender is None
     assert packaged_model() in with_net.model_files
@@ -65,7 +73,7 @@ def test_the_gender_net_beats_the_age_nets_own_gender_on_a_balanced_faces_dev_su
     keep = np.arange(len(labels.files))[::6]
     sub = LabeledSet([labels.files[i] for i in keep], labels.age[keep], labels.gender[keep],
                      None if labels.race is None else labels.race[keep])
-    ours = evaluate(Analyzer(detector="none", estimator="agender", device="cpu"), sub, no_detect=True)
+    ours = evaluate(Analyzer(detector="none", estimator="agender:g150", device="cpu"), sub, no_detect=True)
     alone = evaluate(Analyzer(detector="none", estimator=AgenderEstimator(device="cpu", gender_net=False)),
                      sub, no_detect=True)
     assert ours["gender_acc"] > alone["gender_acc"] + 0.005

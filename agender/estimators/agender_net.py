@@ -77,16 +77,22 @@ class AgenderEstimator:
     """Age distribution + P(male) from one 64-px chip (see the module docstring)."""
 
     name = "agender"
-    VARIANTS = ("int8", "fp32")
+    VARIANTS = ("int8", "fp32", "g150")
     wants_landmarks = True
     default_padding = 0.25  # same crop as cydral: the chip reaches beyond the detector box
 
     def __init__(self, models=None, device: str = "auto", variant: str = "", *,
                  crop_padding: float | None = None, threads: int | None = None,
                  model_path: str | Path | None = None, load_net: bool = True, flip: bool = True,
-                 runtime: str = "onnxruntime", gender_net: bool = True):
-        if variant not in ("", "v1", "fp32", "int8"):
-            raise AgenderError(f"estimator agender has no variant {variant!r} (int8, the default, or fp32)")
+                 runtime: str = "onnxruntime", gender_net: bool | None = None):
+        if variant not in ("", "v1", "fp32", "int8", "g150"):
+            raise AgenderError(f"estimator agender has no variant {variant!r} (int8, the default, fp32 or g150)")
+        # g150: the int8 age net + the 150-px gender net for P(male) (agender.estimators.gender_net):
+        # better gender, ~4x the estimate stage's time in a video pipeline, so not the default yet
+        gender_net = variant == "g150" if gender_net is None else bool(gender_net)
+        g150 = variant == "g150"
+        if g150:
+            variant = "int8"
         self.flip = bool(flip)
         self.bundle = CydralBundle.load()  # dlib's shape predictor and the chip padding
         self.crop_padding = self.default_padding if crop_padding is None else float(crop_padding)
@@ -117,8 +123,10 @@ class AgenderEstimator:
             log.info("agender:int8 with --runtime litert runs the float .tflite net")
         elif variant in ("", "int8"):
             net_path, opt = self._int8_net(path)
+        # no spinning when the gender net runs right after it (idle threads would spin against it)
+        spin = {"session.intra_op.allow_spinning": "0"} if gender_net else {}
         ort = None if runtime == "litert" else OnnxSession(net_path, device=device, threads=threads,
-                                                           name=str(net_path), opt_level=opt)
+                                                           name=str(net_path), opt_level=opt, config=spin)
         if ort is not None:
             ort.runtime = "onnxruntime"
         # the shipped .tflite is the conversion of the shipped net only (a retrained one has none)
@@ -137,8 +145,11 @@ class AgenderEstimator:
             if gpath is not None:
                 self.gender = GenderNet(gpath, threads=threads, device=device)
                 self.model_files.append(gpath)
-            else:
-                log.info("agender: no %s found; gender from the age net", "agender-gender-v1.onnx")
+            elif g150:
+                raise ModelError("agender:g150 needs agender-gender-v1.onnx (shipped in the package, or "
+                                 "$AGENDER_GENDER_NET, or train one: python -m agender.train.gender_net --out DIR)")
+        if g150:
+            self.name = "agender:g150"
 
     def _int8_net(self, path: Path) -> tuple[Path, str]:
         """The int8 net, quantized here once and used only after it agreed with the float net

@@ -54,7 +54,7 @@ DEFAULT_ESTIMATOR = "agender:int8"
 # name -> (variants to show, hidden aliases). "cydral" alone is the float nets (= fp32 = v1).
 ESTIMATOR_VARIANTS = MappingProxyType(
     {"cydral": (("int8", "fp32"), ("v1",)), "ssrnet": (("wiki", "imdb", "morph"), ("morph2",)),
-     "levi-hassner": ((), ()), "agender": (("int8", "fp32"), ("v1",))}
+     "levi-hassner": ((), ()), "agender": (("int8", "fp32", "g150"), ("v1",))}
 )
 
 
