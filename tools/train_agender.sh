@@ -14,3 +14,6 @@ mkdir -p "$out"
 "$py" -m agender.train --out "$out/run4" --data "$data" --cache "$out" --epochs 20 --epoch-size 20000 --seed 0 --no-eval
 "$py" -m agender.train --out "$out" --data "$data" --cache "$out" --average "$out/run3/best.pt:2" "$out/run4/best.pt:1"
 echo "wrote $out/agender-net-v1.onnx (copy it to agender/models/weights/ to ship it)"
+# the gender net (agender:g150): dlib's CC0 face ResNet fine-tuned for gender (~15 min more)
+"$py" -m agender.train.gender_net --out "$out/gender" --data "$data" --chips "$out/c150"
+echo "wrote $out/gender/agender-gender-v1.onnx (copy it to agender/models/weights/ to ship it)"
