@@ -67,7 +67,7 @@ def test_the_gender_net_gives_a_face_the_same_answer_in_any_batch(net, dev_rows)
     np.testing.assert_allclose(together, [net.p_male([c])[0] for c in crops], atol=1e-5)
 
 
-def test_the_gender_net_beats_the_age_nets_own_gender_on_a_balanced_faces_dev_subset():
+def test_the_gender_net_beats_the_age_nets_own_gender_on_a_balanced_faces_dev_subset(dev_rows):
     """Every 6th face of the balanced set (251 faces, all decades and races), --no-detect."""
     labels = read_labels(FACES_DEV / "labels.csv")
     keep = np.arange(len(labels.files))[::6]
