@@ -44,6 +44,11 @@ from agender.imageops import to_bgr8
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "agender-net-v1.onnx"
+# agender:g150 runs the gender net only on faces whose age-net P(male) is less sure than this
+# (confidence max(p, 1 - p)): chosen on the training hold-outs, where the gender net then sees
+# 31 % / 30 % of the faces (UTK val / AAF) for 93.78 / 95.10 % gender against 93.78 / 95.26 %
+# with it on every face, and 93.5 / 91.9 % with the age net alone (age_gender_net/agender.md)
+GENDER_CASCADE = 0.95
 ENV_VAR = "AGENDER_NET"
 CHIP = 64
 # Cydral's age-net normalization (RGB, (x - mean) * scale), kept since the trunk is seeded from it
@@ -138,6 +143,7 @@ class AgenderEstimator:
         # gender from the 150-px gender net (agender.estimators.gender_net) where there is one:
         # ~93 % on faces-dev against the age net's own 91.6 % (age_gender_net/agender.md)
         self.gender = None
+        self.gender_below = GENDER_CASCADE
         if gender_net:
             from agender.estimators.gender_net import GenderNet, find_model
 
@@ -247,9 +253,11 @@ class AgenderEstimator:
         if ok.any():
             a, s, g = self.run_chips(chips[ok])
             age[ok], std[ok], p_male[ok] = a, s, g
-            if self.gender is not None:
+            if self.gender is not None:  # the gender net decides where the age net's head is unsure
                 idx = np.flatnonzero(ok)
-                gch = np.stack([self.gender.chip(to_bgr8(crops[i]), None if landmarks is None else landmarks[i],
-                                                 self.crop_padding) for i in idx])
-                p_male[ok] = self.gender.run_chips(gch)
+                idx = idx[np.maximum(g, 1.0 - g) < self.gender_below]
+                if len(idx):
+                    gch = np.stack([self.gender.chip(to_bgr8(crops[i]), None if landmarks is None else landmarks[i],
+                                                     self.crop_padding) for i in idx])
+                    p_male[idx] = self.gender.run_chips(gch)
         return Estimates(age=age, p_male=p_male, age_std=std)
