@@ -13,6 +13,7 @@ import os
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +58,16 @@ def dev_rows() -> list[dict]:
         pytest.skip(f"{FACES_DEV} not present")
     with open(FACES_DEV / "labels.csv") as fh:
         return list(csv.DictReader(fh))
+
+
+def faces_dev_subset(step: int):
+    """Every ``step``-th face of faces-dev (balanced: all decades, genders and races stay in)."""
+    from agender.eval import LabeledSet, read_labels
+
+    labels = read_labels(FACES_DEV / "labels.csv")
+    keep = np.arange(len(labels.files))[::step]
+    return LabeledSet([labels.files[i] for i in keep], labels.age[keep], labels.gender[keep],
+                      None if labels.race is None else labels.race[keep])
 
 
 # --------------------------------------------------------------------------- skip without ../shared

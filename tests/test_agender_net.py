@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import FACES_DEV
+from conftest import FACES_DEV, faces_dev_subset
 from agender.analyzer import Analyzer
 from agender.estimators import create_estimator, cydral_int8
 from agender.estimators.agender_net import MODEL_FILE, AgenderEstimator, packaged_model
-from agender.eval import LabeledSet, evaluate, read_labels
+from agender.eval import evaluate
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +83,7 @@ def test_agender_gives_a_face_the_same_answer_in_any_batch(int8, dev_rows):
 
 def test_agender_beats_cydral_on_a_balanced_faces_dev_subset(dev_rows):
     """Every 6th face of the balanced set (251 faces, all decades and races), --no-detect."""
-    labels = read_labels(FACES_DEV / "labels.csv")
-    keep = np.arange(len(labels.files))[::6]
-    sub = LabeledSet([labels.files[i] for i in keep], labels.age[keep], labels.gender[keep],
-                     None if labels.race is None else labels.race[keep])
+    sub = faces_dev_subset(6)
     ours = evaluate(Analyzer(detector="none", estimator="agender", device="cpu"), sub, no_detect=True)
     theirs = evaluate(Analyzer(detector="none", estimator="cydral:int8", device="cpu"), sub, no_detect=True)
     assert ours["age_mae"] < theirs["age_mae"] - 0.8

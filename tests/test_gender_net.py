@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import FACES_DEV
+from conftest import FACES_DEV, faces_dev_subset
 from agender.analyzer import Analyzer
 from agender.errors import ModelError
 from agender.estimators.agender_net import AgenderEstimator
 from agender.estimators.gender_net import CHIP, MODEL_FILE, GenderNet, find_model, float_model, packaged_model
-from agender.eval import LabeledSet, evaluate, read_labels
+from agender.eval import evaluate
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +82,7 @@ def test_the_gender_net_gives_a_face_the_same_answer_in_any_batch(net, dev_rows)
 
 def test_the_gender_net_beats_the_age_nets_own_gender_on_a_balanced_faces_dev_subset(dev_rows):
     """Every 2nd face of the balanced set (752 faces, all decades and races), --no-detect."""
-    labels = read_labels(FACES_DEV / "labels.csv")
-    keep = np.arange(len(labels.files))[::2]
-    sub = LabeledSet([labels.files[i] for i in keep], labels.age[keep], labels.gender[keep],
-                     None if labels.race is None else labels.race[keep])
+    sub = faces_dev_subset(2)
     ours = evaluate(Analyzer(detector="none", estimator="agender:g150", device="cpu"), sub, no_detect=True)
     alone = evaluate(Analyzer(detector="none", estimator=AgenderEstimator(device="cpu", gender_net=False)),
                      sub, no_detect=True)
