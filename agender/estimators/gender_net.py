@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from agender.errors import ModelError
-from agender.estimators.cydral import DLIB_TEMPLATE, YUNET_TEMPLATE, _chip_points
+from agender.estimators.cydral import DLIB_TEMPLATE, YUNET_TEMPLATE, aligned_chip, dlib_five_points
 from agender.imageops import to_bgr8
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,6 @@ class GenderNet:
                                  name=str(self.path), opt_level="all")
         self.device_used = self._sess.device_used
         self._predictor_obj = None
-        self._predictor_path = None
 
     # -- chips ------------------------------------------------------------------------------
     def _predictor(self):
@@ -128,24 +127,12 @@ class GenderNet:
 
     def chip(self, crop: np.ndarray, landmarks: np.ndarray | None = None, crop_padding: float = 0.25) -> np.ndarray:
         """The RGB uint8 150-px chip of one padded BGR crop."""
-        import dlib
-
         crop = np.ascontiguousarray(to_bgr8(crop))
         if landmarks is not None and np.size(landmarks) == 10 and np.isfinite(landmarks).all():
             pts, template = np.asarray(landmarks, np.float64).reshape(5, 2), YUNET_TEMPLATE
         else:
-            h, w = crop.shape[:2]
-            inner = crop_padding / (1.0 + 2.0 * crop_padding)
-            mx, my = round(w * inner), round(h * inner)
-            shape = self._predictor()(crop, dlib.rectangle(mx, my, max(mx + 1, w - 1 - mx), max(my + 1, h - 1 - my)))
-            pts, template = np.array([(shape.part(i).x, shape.part(i).y) for i in range(5)], np.float64), DLIB_TEMPLATE
-        chip_pts = _chip_points(template, CHIP, PADDING)
-        details = dlib.chip_details(
-            dlib.dpoints([dlib.dpoint(float(x), float(y)) for x, y in chip_pts]),
-            dlib.dpoints([dlib.dpoint(float(x), float(y)) for x, y in pts]),
-            dlib.chip_dims(CHIP, CHIP),
-        )
-        return dlib.extract_image_chip(crop, details)[..., ::-1]
+            pts, template = dlib_five_points(self._predictor(), crop, crop_padding), DLIB_TEMPLATE
+        return aligned_chip(crop, pts, template, CHIP, PADDING)[..., ::-1]
 
     def run_chips(self, chips: np.ndarray) -> np.ndarray:
         """P(male) (N,) float64 for RGB uint8 chips (N, 150, 150, 3)."""
