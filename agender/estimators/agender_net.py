@@ -242,7 +242,7 @@ class AgenderEstimator:
                 idx = np.flatnonzero(ok)
                 idx = idx[np.maximum(g, 1.0 - g) < self.gender_below]
                 if len(idx):
-                    gch = np.stack([self.gender.chip(to_bgr8(crops[i]), None if landmarks is None else landmarks[i],
-                                                     self.crop_padding) for i in idx])
-                    p_male[idx] = self.gender.run_chips(gch)
+                    p_male[idx] = self.gender.p_male([crops[i] for i in idx],
+                                                     None if landmarks is None else [landmarks[i] for i in idx],
+                                                     self.crop_padding)
         return Estimates(age=age, p_male=p_male, age_std=std)

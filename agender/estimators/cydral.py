@@ -265,14 +265,7 @@ class CydralEstimator:
     # -- landmarks and chips -----------------------------------------------------------------
     def dlib_landmarks(self, image: np.ndarray) -> np.ndarray:
         """dlib's 5 points (DLIB_TEMPLATE order) for the face box inside a padded crop."""
-        import dlib
-
-        h, w = image.shape[:2]
-        inner = self.crop_padding / (1.0 + 2.0 * self.crop_padding)  # pad_boxes, inverted
-        mx, my = round(w * inner), round(h * inner)
-        rect = dlib.rectangle(mx, my, max(mx + 1, w - 1 - mx), max(my + 1, h - 1 - my))
-        shape = self._predictor(image, rect)
-        return np.array([(shape.part(i).x, shape.part(i).y) for i in range(shape.num_parts)], np.float64)
+        return dlib_five_points(self._predictor, image, self.crop_padding)
 
     def chips(self, crop: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(age chip, gender chip) for one BGR crop, uint8, in the nets' channel order.
@@ -281,23 +274,14 @@ class CydralEstimator:
         channel), and only the small chips are flipped: the same pixels as converting the
         whole crop to RGB first, without that copy.
         """
-        import dlib
-
         crop = np.ascontiguousarray(crop)
         if landmarks is not None:
             pts, template = np.asarray(landmarks, np.float64).reshape(5, 2), YUNET_TEMPLATE
         else:
             pts, template = self.dlib_landmarks(crop), DLIB_TEMPLATE
-        img_points = dlib.dpoints([dlib.dpoint(float(x), float(y)) for x, y in pts])
         out = []
         for spec in (self.bundle.age, self.bundle.gender):
-            chip_pts = _chip_points(template, spec.chip, self.bundle.chip_padding)
-            details = dlib.chip_details(
-                dlib.dpoints([dlib.dpoint(float(x), float(y)) for x, y in chip_pts]),
-                img_points,
-                dlib.chip_dims(spec.chip, spec.chip),
-            )
-            chip = dlib.extract_image_chip(crop, details)
+            chip = aligned_chip(crop, pts, template, spec.chip, self.bundle.chip_padding)
             out.append(chip[..., ::-1] if spec.rgb else chip)
         return out[0], out[1]
 
