@@ -178,18 +178,28 @@ class Analyzer:
             return crops, None
         return crops, [lm - o for lm, o in zip(faces.landmarks, origins.astype(np.float32))]
 
-    def estimate(self, crops: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None) -> Estimates:
-        """Score pre-cropped faces, ``batch_size`` at a time (one estimator call per chunk)."""
+    def estimate(self, crops: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None,
+                 gender: np.ndarray | None = None) -> Estimates:
+        """Score pre-cropped faces, ``batch_size`` at a time (one estimator call per chunk).
+        ``gender``: per crop, whether its P(male) is wanted (None: all); only a
+        :class:`~agender.estimators.base.SplitGender` estimator uses it (NaN where not wanted)."""
         import time
+
+        from agender.estimators.base import SplitGender
 
         crops = [to_bgr8(c) for c in crops]
         if not crops:
             return Estimates.empty()
+        split = isinstance(self.estimator, SplitGender) and gender is not None
         t0 = time.perf_counter()
         parts = []
         for i in range(0, len(crops), self.batch_size):
             lm = None if landmarks is None else landmarks[i : i + self.batch_size]
-            parts.append(self.estimator.estimate(crops[i : i + self.batch_size], lm))
+            if split:
+                parts.append(self.estimator.estimate(crops[i : i + self.batch_size], lm,
+                                                     gender=np.asarray(gender[i : i + self.batch_size], bool)))
+            else:
+                parts.append(self.estimator.estimate(crops[i : i + self.batch_size], lm))
         self.times.estimate += time.perf_counter() - t0
         if len(parts) == 1:
             return self._abstain(parts[0])
@@ -217,9 +227,11 @@ class Analyzer:
     def __call__(self, frame: np.ndarray) -> Faces:
         return self.analyze_frames([frame])[0]
 
-    def analyze_frames(self, frames: Sequence[np.ndarray], detections: Sequence[Faces] | None = None) -> list[Faces]:
+    def analyze_frames(self, frames: Sequence[np.ndarray], detections: Sequence[Faces] | None = None,
+                       gender: Sequence[np.ndarray] | None = None) -> list[Faces]:
         """Analyse several frames with **one** estimator batch across all their faces
-        (what offline analysis does to keep the estimator's batch full)."""
+        (what offline analysis does to keep the estimator's batch full). ``gender``: per
+        frame, which of its faces need a P(male) (see :meth:`estimate`; None: all)."""
         import time
 
         frames = [to_bgr8(f) for f in frames]
@@ -239,7 +251,11 @@ class Analyzer:
             else:
                 all_lms += lm
         self.times.crop += time.perf_counter() - t0
-        est = self.estimate(all_crops, all_lms if have_lm else None)
+        want = None
+        if gender is not None:
+            want = np.concatenate([np.asarray(g, bool).reshape(len(d)) for g, d in zip(gender, dets) if len(d)]
+                                  or [np.zeros(0, bool)])
+        est = self.estimate(all_crops, all_lms if have_lm else None, want)
         out, k = [], 0
         for d in dets:
             n = len(d)

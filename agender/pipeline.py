@@ -108,7 +108,10 @@ class FrameStage:
 
     def prepare(self, frame: Frame, faces: Faces | None) -> Faces | None:
         """Right after detection (``None`` when not detected): the faces to estimate and
-        write, e.g. with ``track_id`` set, or boxes carried forward on skipped frames."""
+        write, e.g. with ``track_id`` set, or boxes carried forward on skipped frames.
+        A face whose ``age`` is NaN is estimated; if its ``p_male`` is finite (a placeholder)
+        its gender is not wanted, which a :class:`~agender.estimators.base.SplitGender`
+        estimator uses to skip its gender net. Finite ages are placeholders: not estimated."""
         return faces
 
     def update(self, frame: Frame, faces: Faces, detected: bool) -> Faces:
@@ -272,8 +275,10 @@ class FramePipeline:
                                                    None if want is None else want[k])
             flags.append(flag)
             dets.append(faces)
-        todo = [np.flatnonzero(~(np.isfinite(d.age) | np.isfinite(d.p_male))) for d in dets]
-        part = self.analyzer.analyze_frames([fr.image for fr in group], detections=[d[i] for d, i in zip(dets, todo)])
+        # NaN age: estimate this face; NaN P(male) as well: its gender is wanted (FrameStage.prepare)
+        todo = [np.flatnonzero(~np.isfinite(d.age)) for d in dets]
+        part = self.analyzer.analyze_frames([fr.image for fr in group], detections=[d[i] for d, i in zip(dets, todo)],
+                                            gender=[~np.isfinite(d.p_male[i]) for d, i in zip(dets, todo)])
         results = [p if len(i) == len(d) else merge_estimates(d, i, p) for d, i, p in zip(dets, todo, part)]
         t0 = time.perf_counter()
         for i, fr in enumerate(group):

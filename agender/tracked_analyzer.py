@@ -32,6 +32,11 @@ from agender.shots import ShotCutDetector, SimilarFrameFilter
 from agender.tracking import Tracker
 
 KINDS = ("detect", "track", "skip")
+# Where the estimator's gender costs a second net (agender:g150's 150-px gender net), a track's
+# gender is measured on its first GENDER_FIRST estimates, then on every GENDER_EVERY-th one or
+# when its face is clearly better than any seen (Tracker.plan_gender); the age on every estimate.
+GENDER_FIRST = 3
+GENDER_EVERY = 24
 
 
 class TrackingStage(FrameStage):
@@ -58,11 +63,13 @@ class TrackingStage(FrameStage):
 
     def __init__(self, fps: float = 25.0, *, detect_every: int = 1, reestimate_every: int | None = None,
                  skip_similar: float = 0.0, cuts: bool = True, between: str = "kalman", lost_after_s: float = 1.0,
-                 reid: bool = True, reid_threshold: float | None = None, privacy: bool = False, embedder=None):
+                 reid: bool = True, reid_threshold: float | None = None, privacy: bool = False, embedder=None,
+                 gender_first: int = GENDER_FIRST, gender_every: int = GENDER_EVERY):
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self.detect_every = max(1, int(detect_every))
         self.reestimate_every = self.detect_every if reestimate_every is None else max(1, int(reestimate_every))
         self.skip_similar = float(skip_similar)
+        self.gender_first, self.gender_every = max(1, int(gender_first)), max(1, int(gender_every))
         self.between = between
         self.lost_after_s = float(lost_after_s)
         self.tracker = Tracker(fps=self.fps, detect_every=self.detect_every, lost_after_s=lost_after_s, between=between)
@@ -101,6 +108,7 @@ class TrackingStage(FrameStage):
     def fingerprint(self) -> str:
         return (f"de={self.detect_every},re={self.reestimate_every},skip={self.skip_similar},"
                 f"cuts={self.cuts is not None},between={self.between},lost={self.lost_after_s}"
+                f",gender={self.gender_first}/{self.gender_every}"
                 + ("" if self.reid is None else
                    f",reid={self.reid.assigner.threshold},privacy={self.reid.privacy}"))
 
@@ -149,13 +157,16 @@ class TrackingStage(FrameStage):
             out = replace(self._last, det_conf=np.full(len(self._last), np.nan, np.float32))
         quality = self.tracker.qualities(image, out)
         due = self.tracker.plan_estimates(out, quality, self.reestimate_every) if kind != "skip" else np.zeros(len(out), bool)
+        gender = self.tracker.plan_gender(out, due, quality, self.gender_first, self.gender_every)
         self._due[idx] = (due, quality)
         self._last = out
-        age, p = out.age.copy(), out.p_male.copy()
-        age[~due], p[~due] = out.age_avg[~due], out.p_male_avg[~due]
-        for i in np.flatnonzero(~due):  # a track without any estimate yet still needs a non-NaN placeholder
-            if not (np.isfinite(age[i]) or np.isfinite(p[i])):
-                p[i] = -1.0
+        # the FrameStage contract: NaN age = estimate this face; NaN P(male) too = its gender is
+        # wanted; finite values are placeholders (the track's means, or -1 when it has none)
+        age, p = out.age_avg.copy(), out.p_male_avg.copy()
+        age[due] = np.nan
+        age[~due & ~np.isfinite(age)] = -1.0
+        p[gender] = np.nan
+        p[~gender & ~np.isfinite(p)] = -1.0
         return replace(out, age=age, p_male=p)
 
     def update(self, frame, faces: Faces, detected: bool = True) -> Faces:

@@ -80,9 +80,12 @@ class TrackSummary:
     age_sq: float = 0.0
     # the tracker's quality-weighted sums (the running means)
     estimates: int = 0  # frames with a fresh estimate
-    w_sum: float = 0.0
+    w_sum: float = 0.0  # weights of the fresh ages
     age_wsum: float = 0.0
     p_wsum: float = 0.0
+    # weights of the fresh P(male)s: fewer than the ages where the gender net runs only on some
+    # of a track's estimates (Tracker.plan_gender); -1 = a checkpoint from before, when both were one
+    p_w: float = -1.0
     spread_wsum: float = 0.0  # the model's own age spread (age_std), weighted like the ages
     spread_w: float = 0.0
     best_quality: float = -1.0
@@ -104,6 +107,8 @@ class TrackSummary:
                 known[k] = float("nan")
         known.setdefault("first_frame", -1)
         known.setdefault("last_frame", -1)
+        if float(known.get("p_w", -1.0)) < 0:  # every estimate had a P(male) then
+            known["p_w"] = float(known.get("w_sum", 0.0))
         return cls(**known)
 
     def add_raw_age(self, age: float) -> None:
@@ -120,10 +125,11 @@ class TrackSummary:
             self.spread_w += w
         if age == age:
             self.age_wsum += w * age
+            self.w_sum += w
         self.add_raw_age(age)
         if p_male == p_male:
             self.p_wsum += w * p_male
-        self.w_sum += w
+            self.p_w = max(self.p_w, 0.0) + w
         self.estimates += 1
 
     @property
@@ -149,8 +155,8 @@ class TrackSummary:
 
     @property
     def p_male_mean(self) -> float:
-        if self.w_sum > 0:
-            return self.p_wsum / self.w_sum
+        if self.p_w > 0:
+            return self.p_wsum / self.p_w
         return float("nan") if self.p_male_avg is None else self.p_male_avg
 
     @property
@@ -171,6 +177,9 @@ class _Live:
     ocv: object | None = None  # OpenCV tracker, re-created at every detection
     steps_since_estimate: int = 10**9
     est_quality: float = -1.0
+    genders: int = 0  # estimates with a gender measured (Tracker.plan_gender)
+    steps_since_gender: int = 10**9  # estimates since the last one with a gender
+    gender_quality: float = -1.0  # best face quality a gender was measured at
     steps_since_detect: int = 0
     followed: bool = False  # box moved by the OpenCV tracker since the last detection
 
@@ -231,7 +240,8 @@ class Tracker:
             "live": {str(k): {"box": v.box.tolist(), "det_conf": _f(v.det_conf),
                               "landmarks": None if v.landmarks is None else v.landmarks.tolist(),
                               "steps_since_estimate": v.steps_since_estimate, "est_quality": v.est_quality,
-                              "steps_since_detect": v.steps_since_detect}
+                              "genders": v.genders, "steps_since_gender": v.steps_since_gender,
+                              "gender_quality": v.gender_quality, "steps_since_detect": v.steps_since_detect}
                      for k, v in self._live.items()},
             "bytetrack": [{"tracker_id": int(t.tracker_id), "state": t.state.ravel().tolist(),
                            "P": t.P.ravel().tolist(), "hits": int(t.number_of_successful_updates),
@@ -250,6 +260,9 @@ class Tracker:
                                        landmarks=None if lm is None else np.asarray(lm, np.float32),
                                        steps_since_estimate=int(v["steps_since_estimate"]),
                                        est_quality=float(v["est_quality"]),
+                                       genders=int(v.get("genders", 0)),
+                                       steps_since_gender=int(v.get("steps_since_gender", 10**9)),
+                                       gender_quality=float(v.get("gender_quality", -1.0)),
                                        steps_since_detect=int(v["steps_since_detect"]))
         self._bt = self._restored_bytetrack(state["bytetrack"])
 
@@ -429,6 +442,29 @@ class Tracker:
             else:
                 st.steps_since_estimate += 1
         return due
+
+    def plan_gender(self, faces: Faces, due: np.ndarray, quality: np.ndarray, first: int = 3, every: int = 10,
+                    better: float = 1.3) -> np.ndarray:
+        """Which of the ``due`` faces need a gender measured now, for an estimator whose gender
+        costs a second net (:class:`~agender.estimators.base.SplitGender`): a person's gender
+        does not change within a track, so after a track's ``first`` estimates it is measured
+        again only on every ``every``-th estimate or when the face is ``better``× the quality
+        of any it was measured on. Untracked faces always. Call right after
+        :meth:`plan_estimates` (it books the chosen faces)."""
+        want = np.asarray(due, bool).copy()
+        for i, tid in enumerate(faces.track_id):
+            st = self._live.get(int(tid))
+            if tid < 0 or st is None or not want[i]:
+                continue
+            q = float(quality[i])
+            want[i] = (st.genders < first or st.steps_since_gender + 1 >= max(1, every)
+                       or (q > 0 and q >= better * st.gender_quality))
+            if want[i]:
+                st.genders += 1
+                st.steps_since_gender, st.gender_quality = 0, max(st.gender_quality, q)
+            else:
+                st.steps_since_gender += 1
+        return want
 
     def absorb(self, faces: Faces, estimated: np.ndarray, quality: np.ndarray, index: int, time_s: float) -> Faces:
         """Fold this frame's fresh estimates (rows where ``estimated``; raw values elsewhere

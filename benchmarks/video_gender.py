@@ -5,7 +5,9 @@ against that actor's gender. The faces the kept-aside "in the wild" sets stand f
 low resolution, pose — measured on frames, not chips; selection and reporting only.
 
 Reported per clip and estimator: faces scored, gender accuracy of the raw per-face estimate
-(``p_male``) and of the track-smoothed one (``p_male_avg``), split by face width (< 80 px /
+(``p_male``, on the faces whose gender was measured on that frame: with ``agender:g150`` a
+track's gender is measured only now and then, :meth:`agender.tracking.Tracker.plan_gender`)
+and of the track-smoothed one (``p_male_avg``, on every shown face), the raw one split by face width (< 80 px /
 ≥ 80 px), and per actor.
 
     python benchmarks/video_gender.py                                   # default estimator
@@ -37,20 +39,23 @@ def score(outdir: Path, stem: str, truth: dict) -> dict:
     for r in rows:
         actor = actors.get(int(r["face_id"])) if r.get("face_id") else None
         want = truth["cast"].get(actor or "", "")
-        if not want or not r.get("p_male"):
+        if not want:
+            continue
+        # smoothed: every shown face of the track (what a user reads), measured on this frame or not
+        if r.get("p_male_avg"):
+            smooth["all"].append((float(r["p_male_avg"]) >= 0.5) == (want == "male"))
+        if not r.get("p_male"):  # raw: only the faces whose gender was measured on this frame
             continue
         size = "small" if float(r["x2"]) - float(r["x1"]) < SMALL_PX else "large"
         ok = (float(r["p_male"]) >= 0.5) == (want == "male")
         for key in ("all", size, f"actor:{actor}"):
             raw[key].append(ok)
-        if r.get("p_male_avg"):
-            smooth["all"].append((float(r["p_male_avg"]) >= 0.5) == (want == "male"))
 
     def rate(v):
         return None if not v else round(100.0 * sum(v) / len(v), 1)
 
     return {"clip": stem, "faces": len(raw["all"]), "gender_pct": rate(raw["all"]),
-            "gender_smoothed_pct": rate(smooth["all"]),
+            "faces_shown": len(smooth["all"]), "gender_smoothed_pct": rate(smooth["all"]),
             f"small_lt{SMALL_PX}px": [len(raw["small"]), rate(raw["small"])],
             f"large_ge{SMALL_PX}px": [len(raw["large"]), rate(raw["large"])],
             "per_actor": {k.split(":", 1)[1]: [len(v), rate(v)] for k, v in sorted(raw.items()) if k.startswith("actor:")}}
@@ -79,7 +84,7 @@ def main(argv=None) -> int:
                 print(json.dumps(r))
             else:
                 print(f"{r['estimator']:>14s} {r['clip']}: {r['faces']} faces, gender {r['gender_pct']} % "
-                      f"(track-smoothed {r['gender_smoothed_pct']} %), small {r[f'small_lt{SMALL_PX}px']}, "
+                      f"(track-smoothed {r['gender_smoothed_pct']} % of {r['faces_shown']}), small {r[f'small_lt{SMALL_PX}px']}, "
                       f"large {r[f'large_ge{SMALL_PX}px']}; per actor {r['per_actor']}")
     return 0
 

@@ -19,7 +19,7 @@ from agender.eval import evaluate
 
 @pytest.fixture(scope="module")
 def int8() -> AgenderEstimator:
-    return AgenderEstimator(device="cpu", threads=1)
+    return AgenderEstimator(device="cpu", threads=1, variant="int8")
 
 
 
@@ -34,7 +34,8 @@ def test_the_shipped_agender_net_is_found_without_configuration_and_is_under_10_
 def test_agender_is_reachable_through_the_registry_with_its_variants():
     assert create_estimator("agender:fp32", device="cpu").name == "agender"
     assert create_estimator("agender:int8", device="cpu").name == "agender:int8"
-    assert create_estimator("agender", device="cpu").name == "agender:int8"  # int8 is the default here
+    assert create_estimator("agender:g150", device="cpu").name == "agender:g150"
+    assert create_estimator("agender", device="cpu").name == "agender:g150"  # the default: + the gender net
 
 
 def test_agender_int8_verdict_bounds_ages_and_p_male_on_this_cpu(int8):
@@ -96,7 +97,7 @@ def test_agender_falls_back_to_fp32_with_one_warning_when_the_cache_is_unwritabl
     blocked.write_text("x")
     monkeypatch.setenv("AGENDER_CACHE", str(blocked))
     with caplog.at_level(logging.WARNING):
-        est = AgenderEstimator(device="cpu")
+        est = AgenderEstimator(device="cpu", variant="int8")
     assert est.name == "agender"
     assert [r for r in caplog.records if "agender:int8" in r.getMessage() and "using fp32" in r.getMessage()]
     e = est.estimate([np.full((90, 90, 3), 120, np.uint8)])

@@ -26,7 +26,7 @@ def test_bench_json_reports_decode_and_pipeline_fps_stages_faces_rss_device_and_
     assert all(v >= 0 for v in r["ms_per_frame"].values())
     assert r["faces"] > 0 and r["faces_per_s"] > 0
     assert 50 < r["peak_rss_mb"] < 4000
-    assert r["device"].startswith("CPU") and r["detector"] == "yunet" and r["estimator"] == "agender:int8"
+    assert r["device"].startswith("CPU") and r["detector"] == "yunet" and r["estimator"] == "agender:g150"
 
 
 def test_bench_loops_a_short_clip_to_the_minimum_duration(capsys):

@@ -202,14 +202,15 @@ def test_cydral_grayscale_bgra_float_and_tiny_crops_do_not_crash(est):
 
 
 # -- wiring ------------------------------------------------------------------------------------
-def test_the_default_estimator_is_agender_int8_and_needs_no_model_files(tmp_path, monkeypatch):
+def test_the_default_estimator_is_agender_g150_and_needs_no_model_files(tmp_path, monkeypatch):
     from agender.estimators.agender_net import AgenderEstimator
 
     monkeypatch.setenv("AGENDER_MODELS", str(tmp_path))  # nothing on the search path
     monkeypatch.delenv("AGENDER_NET", raising=False)
     default = create_estimator("", device="cpu")
-    assert isinstance(default, AgenderEstimator) and default.name == "agender:int8"
-    assert create_estimator("auto", device="cpu").name == "agender:int8"
+    assert isinstance(default, AgenderEstimator) and default.name == "agender:g150"
+    assert default.gender is not None and default.gender.name == "gender150:fp32"  # see gender_net's docstring
+    assert create_estimator("auto", device="cpu").name == "agender:g150"
 
 
 def test_cydral_int8_the_cc0_choice_needs_no_model_files(tmp_path, monkeypatch):

@@ -107,7 +107,7 @@ def test_app_help_lists_every_registered_detector_and_estimator():
     d, e = text.index("--detector NAME face detector"), text.index("--estimator NAME[:VARIANT] age")
     detector, estimator = text[d:e], text[e:text.index("--device DEV", e)]
     assert all(n in detector for n in detector_names()) and "mtcnn" in detector
-    assert all(n in estimator for n in estimator_names()) and "auto (= agender:int8, the default)" in estimator
+    assert all(n in estimator for n in estimator_names()) and "auto (= agender:g150, the default)" in estimator
 
 
 # The CLI names of every model that is fetched: --detector / --estimator and `agender models`

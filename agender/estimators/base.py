@@ -34,27 +34,42 @@ class Estimator(Protocol):
         ...
 
 
+class SplitGender:
+    """Base class of an estimator whose P(male) costs a second net (agender:g150's 150-px
+    gender net): ``estimate(crops, landmarks, gender=mask)`` runs that net only where ``mask``
+    is true and may leave ``p_male`` NaN elsewhere. The tracking stage asks for a track's gender
+    only now and then (a person's gender does not change within a track; see
+    :meth:`agender.tracking.Tracker.plan_gender`); the age is still measured on every estimate.
+    Estimators whose gender is free ignore the question, so they are not SplitGender."""
+
+    def estimate(self, crops: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None,
+                 gender: np.ndarray | None = None) -> "Estimates":
+        raise NotImplementedError
+
+
 ESTIMATORS = MappingProxyType(
     {
         "cydral": "agender.estimators.cydral:CydralEstimator",
         "ssrnet": "agender.estimators.ssrnet:SSRNetEstimator",
         "levi-hassner": "agender.estimators.levi_hassner:LeviHassnerEstimator",
-        # our own net (agender.train); weights are not shipped yet: $AGENDER_NET or --models DIR
+        # our own nets (agender.train, agender.train.gender_net), shipped as package data
         "agender": "agender.estimators.agender_net:AgenderEstimator",
     }
 )
-# What "auto" (the default everywhere) means: our own net (shipped as package data; model
-# card age_gender_net/agender.md), int8 after it agreed with the float net on this CPU. It wins
-# over Cydral on faces-dev (MAE 5.77 vs 7.43, gender 91.6 vs 89.2 %) and on the AAF training
-# hold-out's age. Its weights inherit UTKFace's non-commercial terms: commercial users pick
-# "cydral:int8" (CC0, the previous default) or "cydral" (the float original).
-DEFAULT_ESTIMATOR = "agender:int8"
+# What "auto" (the default everywhere) means: our own nets (shipped as package data; model
+# card age_gender_net/agender.md): the int8 age net (after it agreed with the float net on
+# this CPU) + the 150-px gender net (int8 the same way) where the age net's gender is unsure.
+# faces-dev: MAE 5.77 vs Cydral's 7.43, gender 93.8 vs 89.2 %; in video the gender net runs
+# only on a few of a track's estimates, so the pipeline is as fast as with cydral:int8.
+# The weights inherit UTKFace's non-commercial terms: commercial users pick "cydral:int8"
+# (CC0, the previous default) or "cydral" (the float original).
+DEFAULT_ESTIMATOR = "agender:g150"
 
 
 # name -> (variants to show, hidden aliases). "cydral" alone is the float nets (= fp32 = v1).
 ESTIMATOR_VARIANTS = MappingProxyType(
     {"cydral": (("int8", "fp32"), ("v1",)), "ssrnet": (("wiki", "imdb", "morph"), ("morph2",)),
-     "levi-hassner": ((), ()), "agender": (("int8", "fp32", "g150"), ("v1",))}
+     "levi-hassner": ((), ()), "agender": (("g150", "int8", "fp32"), ("v1",))}
 )
 
 

@@ -53,7 +53,7 @@ import json
 import logging
 import platform
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +87,10 @@ class Agreement:
     p_male_p90: float = 0.10
 
     def holds(self, stats: dict) -> bool:
-        ok = stats["mean"] <= self.mean and stats["p90"] <= self.p90
+        """Every bound whose figure ``stats`` has (a gender-only net has no ages)."""
+        ok = "mean" in stats or "p_male_mean" in stats
+        if "mean" in stats:
+            ok = ok and stats["mean"] <= self.mean and stats["p90"] <= self.p90
         if "p_male_mean" in stats:
             ok = ok and stats["p_male_mean"] <= self.p_male_mean and stats["p_male_p90"] <= self.p_male_p90
         return bool(ok)
@@ -206,18 +209,21 @@ def calibration_chips(n: int = CALIBRATION_SIZE, size: int = 64, seed: int = CAL
 
 # -- build and cache -------------------------------------------------------------------------------
 def quantize_age_net(
-    source: Path, calibration: np.ndarray, source_sha256: str, *, reduce_range: bool = True
+    source: Path, calibration: np.ndarray, source_sha256: str, *, reduce_range: bool = True,
+    model=None, keep_float: tuple[str, ...] = ("Gemm", "Softmax", "Sigmoid"),
 ) -> bytes:
-    """Serialized int8 QDQ model of ``source`` calibrated on ``calibration`` (float NCHW input).
+    """Serialized int8 QDQ model of ``source`` calibrated on ``calibration`` (the net's float input).
 
     ``reduce_range=False`` is the /1 recipe, kept only so tests can show what it does on
     AVX2-only CPUs; models built with it are never cached under this quantizer's name.
+    ``model``: the float ``onnx.ModelProto`` to quantize instead of loading ``source`` (a net
+    stored with int8 weights, folded to float first); ``keep_float``: op types left float.
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    model = onnx.load(str(source))
+    model = onnx.load(str(source)) if model is None else model
     fold_fp16_initializers(model)
     fold_affine(model)
     input_name = model.graph.input[0].name
@@ -233,7 +239,7 @@ def quantize_age_net(
         folded, pre, out = (Path(tmp) / f for f in ("folded.onnx", "pre.onnx", "int8.onnx"))
         onnx.save(model, str(folded))
         quant_pre_process(str(folded), str(pre), skip_symbolic_shape=True)
-        tail = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in ("Gemm", "Softmax", "Sigmoid")]
+        tail = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in keep_float]
         quantize_static(
             str(pre), str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=tail,
@@ -366,34 +372,52 @@ def cached_int8_age_net(
     from agender.models.store import sha256_file
 
     sha = sha256_file(source)
+
+    def build() -> bytes:
+        return quantize_age_net(Path(source), _normalise(calibration_chips(), means, scale, rgb), sha)
+
+    check = None if age_weights is None else \
+        (lambda out: agreement(out, Path(source), check_chips(means, scale, rgb), age_weights))
+    return cached_int8(Path(source), sha, build, check)
+
+
+def cached_int8(source: Path, sha: str, build, check=None, agree: Agreement = AGREEMENT) -> Path:
+    """The cache and per-CPU check every int8 net here goes through (see the module docstring).
+
+    ``build()`` returns the serialized int8 model (run only when no verified copy for ``sha``
+    is cached); ``check(path)`` returns the agreement stats of that model against the float
+    net on this CPU (:func:`agreement`-shaped: ``mean``/``p90`` in years and/or
+    ``p_male_mean``/``p_male_p90``), judged by ``agree``. ``check=None``: no check (build only).
+    """
     out = int8_cache_path(sha)
     digest_file = out.with_suffix(".sha256")
     digest = _verified_digest(out, digest_file, sha)
     if digest is None:
-        x = _normalise(calibration_chips(), means, scale, rgb)
-        data = quantize_age_net(Path(source), x, sha)
+        data = build()
         atomic_write_bytes(out, data)
         digest = _digest(data)
         atomic_write_bytes(digest_file, (digest + "\n").encode())
-    if age_weights is None:
+    if check is None:
         return out
     verdict = _verdict(out, digest)
     if verdict is None:
-        stats = agreement(out, Path(source), check_chips(means, scale, rgb), age_weights)
+        stats = check(out)
         verdict = {
             "model_sha256": digest, "cpu": cpu_signature(), "stats": stats,
-            "bound": {"mean": AGREEMENT.mean, "p90": AGREEMENT.p90, "p_male_mean": AGREEMENT.p_male_mean,
-                      "p_male_p90": AGREEMENT.p_male_p90}, "passed": AGREEMENT.holds(stats),
+            "bound": {k: v for k, v in asdict(agree).items() if k in stats}, "passed": agree.holds(stats),
         }
         atomic_write_bytes(check_path(out), json.dumps(verdict, indent=1).encode())
     if not verdict["passed"]:
         s = verdict["stats"]
-        extra = (f", mean |Δp_male| {s['p_male_mean']:.3f}, p90 {s['p_male_p90']:.3f} "
-                 f"(bound {AGREEMENT.p_male_mean}/{AGREEMENT.p_male_p90})") if "p_male_mean" in s else ""
+        parts = []
+        if "mean" in s:
+            parts.append(f"mean |Δage| {s['mean']:.2f} y, p90 {s['p90']:.2f} y (bound {agree.mean}/{agree.p90})")
+        if "p_male_mean" in s:
+            parts.append(f"mean |Δp_male| {s['p_male_mean']:.3f}, p90 {s['p_male_p90']:.3f} "
+                         f"(bound {agree.p_male_mean}/{agree.p_male_p90})")
         raise Int8Rejected(
             f"int8 {Path(source).name} disagrees with the float net on this CPU ({platform.machine()}, "
-            f"onnxruntime {verdict['cpu']['onnxruntime']}): mean |Δage| {s['mean']:.2f} y, "
-            f"p90 {s['p90']:.2f} y on {s['n']} check chips (bound {AGREEMENT.mean}/{AGREEMENT.p90}){extra}"
+            f"onnxruntime {verdict['cpu']['onnxruntime']}): {', '.join(parts)} on {s['n']} check chips"
         )
     return out
 
