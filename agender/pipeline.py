@@ -94,6 +94,11 @@ class FrameStage:
     resumable: bool = False
     #: Table columns the stage fills (added after ``extra_columns``; e.g. the tracker's).
     columns: tuple[str, ...] = ()
+    #: Set by the pipeline before each group: True when the estimator's gender costs a second
+    #: net (:class:`~agender.estimators.base.SplitGender`), so a stage may ask for a gender on
+    #: only some faces (see :meth:`prepare`); such an estimator still returns a cheaper P(male)
+    #: on the others, which a stage shows but need not trust as much.
+    split_gender: bool = False
 
     @property
     def detects_every_frame(self) -> bool:
@@ -269,6 +274,11 @@ class FramePipeline:
         made ahead (used where ``should_detect`` agrees); ``want``: per frame, the caller's
         detection schedule (see :meth:`FrameStage.should_detect`). Returns each frame's faces."""
         self.sync_detect_s = 0.0
+        from agender.estimators.base import SplitGender
+
+        split = isinstance(getattr(self.analyzer, "estimator", None), SplitGender)
+        for st in self.stages:
+            st.split_gender = split
         flags, dets = [], []
         for k, fr in enumerate(group):
             flag, faces = self._detect_and_prepare(fr, None if detected is None else detected[k],
@@ -277,8 +287,9 @@ class FramePipeline:
             dets.append(faces)
         # NaN age: estimate this face; NaN P(male) as well: its gender is wanted (FrameStage.prepare)
         todo = [np.flatnonzero(~np.isfinite(d.age)) for d in dets]
+        wanted = {"gender": [~np.isfinite(d.p_male[i]) for d, i in zip(dets, todo)]} if split else {}
         part = self.analyzer.analyze_frames([fr.image for fr in group], detections=[d[i] for d, i in zip(dets, todo)],
-                                            gender=[~np.isfinite(d.p_male[i]) for d, i in zip(dets, todo)])
+                                            **wanted)
         results = [p if len(i) == len(d) else merge_estimates(d, i, p) for d, i, p in zip(dets, todo, part)]
         t0 = time.perf_counter()
         for i, fr in enumerate(group):

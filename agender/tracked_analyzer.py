@@ -33,8 +33,9 @@ from agender.tracking import Tracker
 
 KINDS = ("detect", "track", "skip")
 # Where the estimator's gender costs a second net (agender:g150's 150-px gender net), a track's
-# gender is measured on its first GENDER_FIRST estimates, then on every GENDER_EVERY-th one or
-# when its face is clearly better than any seen (Tracker.plan_gender); the age on every estimate.
+# gender is measured on its first GENDER_FIRST estimates, then once per GENDER_EVERY frames (~1 s)
+# or when its face is clearly clearer than when last measured (Tracker.plan_gender); the age on
+# every estimate.
 GENDER_FIRST = 3
 GENDER_EVERY = 24
 
@@ -157,11 +158,13 @@ class TrackingStage(FrameStage):
             out = replace(self._last, det_conf=np.full(len(self._last), np.nan, np.float32))
         quality = self.tracker.qualities(image, out)
         due = self.tracker.plan_estimates(out, quality, self.reestimate_every) if kind != "skip" else np.zeros(len(out), bool)
-        gender = self.tracker.plan_gender(out, due, quality, self.gender_first, self.gender_every)
-        self._due[idx] = (due, quality)
+        gender = self.tracker.plan_gender(out, due, quality, idx, self.gender_first, self.gender_every) \
+            if self.split_gender else due
+        self._due[idx] = (due, quality, gender)
         self._last = out
         # the FrameStage contract: NaN age = estimate this face; NaN P(male) too = its gender is
-        # wanted; finite values are placeholders (the track's means, or -1 when it has none)
+        # wanted (with a SplitGender estimator, only on the faces plan_gender picks); finite
+        # values are placeholders (the track's means, or -1 when it has none)
         age, p = out.age_avg.copy(), out.p_male_avg.copy()
         age[due] = np.nan
         age[~due & ~np.isfinite(age)] = -1.0
@@ -172,11 +175,14 @@ class TrackingStage(FrameStage):
     def update(self, frame, faces: Faces, detected: bool = True) -> Faces:
         """Fold the fresh estimates into the tracks; raw values of faces not estimated → NaN."""
         idx = int(frame.index)
-        due, quality = self._due.pop(idx, (np.ones(len(faces), bool), np.zeros(len(faces), np.float32)))
+        n = len(faces)
+        due, quality, gender = self._due.pop(idx, (np.ones(n, bool), np.zeros(n, np.float32), np.ones(n, bool)))
         self.kinds.pop(idx, None)
-        if len(due) != len(faces):
-            due, quality = np.ones(len(faces), bool), np.zeros(len(faces), np.float32)
-        out = self.tracker.absorb(faces, due, quality, idx, float(frame.time_s))
+        if len(due) != n:
+            due, quality, gender = np.ones(n, bool), np.zeros(n, np.float32), np.ones(n, bool)
+        # a refresh estimate's P(male) (the age net's own, where the gender net was not asked) is
+        # shown in the row but not folded into the track's gender
+        out = self.tracker.absorb(faces, due, quality, idx, float(frame.time_s), gender=gender)
         if self.reid is not None and len(out):
             out = replace(out, person_id=self.reid.process(frame.image, out, quality))
         self._last = out

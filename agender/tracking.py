@@ -178,8 +178,8 @@ class _Live:
     steps_since_estimate: int = 10**9
     est_quality: float = -1.0
     genders: int = 0  # estimates with a gender measured (Tracker.plan_gender)
-    steps_since_gender: int = 10**9  # estimates since the last one with a gender
-    gender_quality: float = -1.0  # best face quality a gender was measured at
+    gender_period: int = -1  # frame index // every of the last one
+    gender_quality: float = -1.0  # the face quality it was measured at
     steps_since_detect: int = 0
     followed: bool = False  # box moved by the OpenCV tracker since the last detection
 
@@ -240,7 +240,7 @@ class Tracker:
             "live": {str(k): {"box": v.box.tolist(), "det_conf": _f(v.det_conf),
                               "landmarks": None if v.landmarks is None else v.landmarks.tolist(),
                               "steps_since_estimate": v.steps_since_estimate, "est_quality": v.est_quality,
-                              "genders": v.genders, "steps_since_gender": v.steps_since_gender,
+                              "genders": v.genders, "gender_period": v.gender_period,
                               "gender_quality": v.gender_quality, "steps_since_detect": v.steps_since_detect}
                      for k, v in self._live.items()},
             "bytetrack": [{"tracker_id": int(t.tracker_id), "state": t.state.ravel().tolist(),
@@ -261,7 +261,7 @@ class Tracker:
                                        steps_since_estimate=int(v["steps_since_estimate"]),
                                        est_quality=float(v["est_quality"]),
                                        genders=int(v.get("genders", 0)),
-                                       steps_since_gender=int(v.get("steps_since_gender", 10**9)),
+                                       gender_period=int(v.get("gender_period", -1)),
                                        gender_quality=float(v.get("gender_quality", -1.0)),
                                        steps_since_detect=int(v["steps_since_detect"]))
         self._bt = self._restored_bytetrack(state["bytetrack"])
@@ -443,34 +443,40 @@ class Tracker:
                 st.steps_since_estimate += 1
         return due
 
-    def plan_gender(self, faces: Faces, due: np.ndarray, quality: np.ndarray, first: int = 3, every: int = 10,
-                    better: float = 1.3) -> np.ndarray:
+    def plan_gender(self, faces: Faces, due: np.ndarray, quality: np.ndarray, index: int, first: int = 3,
+                    every: int = 24, better: float = 1.3) -> np.ndarray:
         """Which of the ``due`` faces need a gender measured now, for an estimator whose gender
         costs a second net (:class:`~agender.estimators.base.SplitGender`): a person's gender
         does not change within a track, so after a track's ``first`` estimates it is measured
-        again only on every ``every``-th estimate or when the face is ``better``× the quality
-        of any it was measured on. Untracked faces always. Call right after
-        :meth:`plan_estimates` (it books the chosen faces)."""
+        once per period of ``every`` frames (the first estimate with ``index // every`` past
+        the last measured one) or when the face is ``better``× the quality it was last measured
+        at. Untracked faces always. Periods count from frame 0, not from the track's start, so
+        a tracker started mid-video (a cluster segment's) measures the same frames as one that
+        saw the whole video once it has seen one period. Call right after :meth:`plan_estimates`
+        (it books the chosen faces)."""
         want = np.asarray(due, bool).copy()
+        period = int(index) // max(1, int(every))
         for i, tid in enumerate(faces.track_id):
             st = self._live.get(int(tid))
             if tid < 0 or st is None or not want[i]:
                 continue
             q = float(quality[i])
-            want[i] = (st.genders < first or st.steps_since_gender + 1 >= max(1, every)
+            want[i] = (st.genders < first or period != st.gender_period
                        or (q > 0 and q >= better * st.gender_quality))
             if want[i]:
                 st.genders += 1
-                st.steps_since_gender, st.gender_quality = 0, max(st.gender_quality, q)
-            else:
-                st.steps_since_gender += 1
+                st.gender_period, st.gender_quality = period, q
         return want
 
-    def absorb(self, faces: Faces, estimated: np.ndarray, quality: np.ndarray, index: int, time_s: float) -> Faces:
+    def absorb(self, faces: Faces, estimated: np.ndarray, quality: np.ndarray, index: int, time_s: float,
+               gender: np.ndarray | None = None) -> Faces:
         """Fold this frame's fresh estimates (rows where ``estimated``; raw values elsewhere
         are set to NaN) into the running means; returns ``faces`` with ``age_avg``,
-        ``p_male_avg`` filled for tracked faces."""
+        ``p_male_avg`` filled for tracked faces. ``gender``: the estimated rows whose P(male)
+        counts for the track's gender (default: all; :meth:`plan_gender`'s picks for an
+        estimator whose other P(male)s come from a weaker net — kept raw in the row)."""
         estimated = np.asarray(estimated, bool).reshape(len(faces))
+        fold_p = estimated if gender is None else estimated & np.asarray(gender, bool).reshape(len(faces))
         age, p, std = faces.age.copy(), faces.p_male.copy(), faces.age_std.copy()
         age[~estimated] = np.nan
         p[~estimated] = np.nan
@@ -486,7 +492,7 @@ class Tracker:
             s.frames += 1
             q = float(quality[i])
             if estimated[i]:
-                s.add_estimate(float(age[i]), float(p[i]), q, float(std[i]))
+                s.add_estimate(float(age[i]), float(p[i]) if fold_p[i] else float("nan"), q, float(std[i]))
             if q > s.best_quality:
                 s.best_quality, s.best_frame = q, index
             age_avg[i], p_avg[i], std_avg[i] = s.age_mean, s.p_male_mean, s.spread_mean

@@ -37,7 +37,8 @@ class Estimator(Protocol):
 class SplitGender:
     """Base class of an estimator whose P(male) costs a second net (agender:g150's 150-px
     gender net): ``estimate(crops, landmarks, gender=mask)`` runs that net only where ``mask``
-    is true and may leave ``p_male`` NaN elsewhere. The tracking stage asks for a track's gender
+    is true and returns a cheaper P(male) elsewhere (the age net's own head's), which the
+    tracker shows in the row but does not fold into the track's gender. The tracking stage asks for a track's gender
     only now and then (a person's gender does not change within a track; see
     :meth:`agender.tracking.Tracker.plan_gender`); the age is still measured on every estimate.
     Estimators whose gender is free ignore the question, so they are not SplitGender."""
