@@ -238,10 +238,15 @@ class GenderNet:
             self._predictor_obj = dlib.shape_predictor(str(CydralBundle.load().shape_predictor))
         return self._predictor_obj
 
-    def chip(self, crop: np.ndarray, landmarks: np.ndarray | None = None, crop_padding: float = 0.25) -> np.ndarray:
-        """The RGB uint8 150-px chip of one padded BGR crop."""
+    def chip(self, crop: np.ndarray, landmarks: np.ndarray | None = None, crop_padding: float = 0.25,
+             points: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """The RGB uint8 150-px chip of one padded BGR crop; ``points``: the face's 5 points and
+        their template when the caller has them already (the age chip's), else from
+        ``landmarks`` (YuNet's) or dlib's 5-point predictor."""
         crop = np.ascontiguousarray(to_bgr8(crop))
-        if landmarks is not None and np.size(landmarks) == 10 and np.isfinite(landmarks).all():
+        if points is not None:
+            pts, template = points
+        elif landmarks is not None and np.size(landmarks) == 10 and np.isfinite(landmarks).all():
             pts, template = np.asarray(landmarks, np.float64).reshape(5, 2), YUNET_TEMPLATE
         else:
             pts, template = dlib_five_points(self._predictor(), crop, crop_padding), DLIB_TEMPLATE
@@ -261,16 +266,16 @@ class GenderNet:
         """P(male) (N,) float64 for RGB uint8 chips (N, 150, 150, 3)."""
         return self.run_chips_all(chips)[0]
 
-    def p_male_and_age(self, crops: Sequence[np.ndarray], landmarks=None,
-                       crop_padding: float = 0.25) -> tuple[np.ndarray, np.ndarray | None]:
+    def p_male_and_age(self, crops: Sequence[np.ndarray], landmarks=None, crop_padding: float = 0.25,
+                       points=None) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`run_chips_all` of the crops' chips."""
-        return self.run_chips_all(self.chips(crops, landmarks, crop_padding))
+        return self.run_chips_all(self.chips(crops, landmarks, crop_padding, points))
 
-    def chips(self, crops: Sequence[np.ndarray], landmarks=None, crop_padding: float = 0.25) -> np.ndarray:
+    def chips(self, crops: Sequence[np.ndarray], landmarks=None, crop_padding: float = 0.25, points=None) -> np.ndarray:
         if not len(crops):
             return np.zeros((0, CHIP, CHIP, 3), np.uint8)
-        return np.stack([self.chip(c, None if landmarks is None else landmarks[i], crop_padding)
-                         for i, c in enumerate(crops)])
+        return np.stack([self.chip(c, None if landmarks is None else landmarks[i], crop_padding,
+                                   None if points is None else points[i]) for i, c in enumerate(crops)])
 
     def p_male(self, crops: Sequence[np.ndarray], landmarks=None, crop_padding: float = 0.25) -> np.ndarray:
         return self.run_chips(self.chips(crops, landmarks, crop_padding))

@@ -309,8 +309,9 @@ def head_probs(head: dict, F: np.ndarray) -> np.ndarray:
 
 
 def age_net_distributions(files, no_detect: bool, models=None) -> np.ndarray:
-    """The shipped int8 age net's (flip-averaged) age distributions on ``files`` (what it sees at run
-    time: whole image with ``no_detect``, else the largest YuNet face)."""
+    """The shipped int8 age net's age distributions on ``files``, as the default estimator runs it
+    beside the gender net (no mirror pass; whole image with ``no_detect``, else the largest YuNet
+    face)."""
     from agender.analyzer import Analyzer
     from agender.eval import _largest
     from agender.faces import Faces
@@ -318,6 +319,7 @@ def age_net_distributions(files, no_detect: bool, models=None) -> np.ndarray:
 
     an = Analyzer(detector="none" if no_detect else "yunet", estimator="agender:int8", device="cpu", models=models)
     est = an.estimator
+    est.flip = False  # beside the gender net's age head the age net runs without its mirror pass
     out = np.full((len(files), len(est.meta["ages"])), np.nan)
     for i, f in enumerate(files):
         img = read_image(f)
