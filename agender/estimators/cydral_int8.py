@@ -330,22 +330,34 @@ def _normalise(chips: np.ndarray, means, scale: float, rgb: bool) -> np.ndarray:
 def agreement(int8_path: Path, fp32_path: Path, x: np.ndarray, age_weights: np.ndarray) -> dict:
     """|int8 age - float age| in years over ``x`` (mean, p90, max, n), on this CPU; for a net
     with a second output (agender's P(male)) also |Δp_male| (``p_male_mean``, ``p_male_p90``)."""
+    fp, q = run_both(str(fp32_path), int8_path, x, fp32_level="extended")
+    w = np.asarray(age_weights, np.float64)
+    pairs = [("", np.abs(q[0] @ w - fp[0] @ w))]
+    if len(fp) > 1:
+        pairs.append(("p_male_", np.abs(q[1].reshape(-1) - fp[1].reshape(-1))))
+    return difference_stats(pairs, len(x))
+
+
+def run_both(fp32_model: str | bytes, int8_path: Path, x: np.ndarray, fp32_level: str = "all"):
+    """Every output of the float model and of the int8 one on ``x`` (float64), one thread each,
+    at the optimisation levels the estimators run them with (int8: "all")."""
     import onnxruntime as ort
 
+    levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
     outs = []
-    for path, level in ((fp32_path, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED),
-                        (int8_path, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)):
+    for model, level in ((fp32_model, levels[fp32_level]), (str(int8_path), levels["all"])):
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
-        so.graph_optimization_level = level  # the levels the estimator runs them with
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        so.graph_optimization_level = level
+        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         outs.append([np.asarray(o, np.float64) for o in sess.run(None, {sess.get_inputs()[0].name: x})])
-    w = np.asarray(age_weights, np.float64)
-    d = np.abs(outs[1][0] @ w - outs[0][0] @ w)
-    stats: dict = {"n": int(d.size)}
-    pairs = [("", d)]
-    if len(outs[0]) > 1:
-        pairs.append(("p_male_", np.abs(outs[1][1].reshape(-1) - outs[0][1].reshape(-1))))
+    return outs[0], outs[1]
+
+
+def difference_stats(pairs, n: int) -> dict:
+    """``{"n", "<prefix>mean", "<prefix>p90", "<prefix>max"}`` of each (prefix, |differences|)
+    pair; inf where a model gave a non-finite output."""
+    stats: dict = {"n": int(n)}
     for prefix, v in pairs:
         if not np.isfinite(v).all():
             stats.update({f"{prefix}mean": float("inf"), f"{prefix}p90": float("inf"), f"{prefix}max": float("inf")})

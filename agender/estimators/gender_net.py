@@ -139,27 +139,14 @@ def check_chips() -> np.ndarray:
 def p_male_agreement(int8_path: Path, float_model_bytes: bytes, x: np.ndarray) -> dict:
     """|int8 P(male) − float P(male)| over ``x`` on this CPU (``n``, ``p_male_mean``/``p90``/``max``),
     and with the age head |Δ expected age| in years (``mean``/``p90``/``max``)."""
-    import onnxruntime as ort
+    from agender.estimators.cydral_int8 import difference_stats, run_both
 
-    outs = []
-    for model in (float_model_bytes, str(int8_path)):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # as GenderNet runs them
-        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-        outs.append([np.asarray(o, np.float64) for o in sess.run(None, {sess.get_inputs()[0].name: x})])
-    pairs = [("p_male_", np.abs(outs[1][0].reshape(-1) - outs[0][0].reshape(-1)))]
-    if len(outs[0]) > 1:  # the age head: expected ages in years, judged like the age nets'
-        ages = np.arange(outs[0][1].shape[1], dtype=np.float64)
-        pairs.append(("", np.abs(outs[1][1] @ ages - outs[0][1] @ ages)))
-    stats: dict = {"n": int(len(x))}
-    for prefix, d in pairs:
-        if not np.isfinite(d).all():
-            stats.update({f"{prefix}mean": float("inf"), f"{prefix}p90": float("inf"), f"{prefix}max": float("inf")})
-            continue
-        stats.update({f"{prefix}mean": round(float(d.mean()), 4), f"{prefix}p90": round(float(np.percentile(d, 90)), 4),
-                      f"{prefix}max": round(float(d.max()), 4)})
-    return stats
+    fp, q = run_both(float_model_bytes, int8_path, x)  # opt level "all", as GenderNet runs them
+    pairs = [("p_male_", np.abs(q[0].reshape(-1) - fp[0].reshape(-1)))]
+    if len(fp) > 1:  # the age head: expected ages in years, judged like the age nets'
+        ages = np.arange(fp[1].shape[1], dtype=np.float64)
+        pairs.append(("", np.abs(q[1] @ ages - fp[1] @ ages)))
+    return difference_stats(pairs, len(x))
 
 
 def cached_int8_gender_net(path: Path, model=None) -> Path:
