@@ -49,8 +49,10 @@ from agender.imageops import to_bgr8
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "agender-net-v1.onnx"
-# agender:g150 runs the gender net only on faces whose age-net P(male) is less sure than this
-# (confidence max(p, 1 - p)): chosen on the training hold-outs, where the gender net then sees
+# With a gender net file *without* the age head (session 5's, or one retrained without step 5),
+# agender:g150 runs it only on faces whose age-net P(male) is less sure than this (confidence
+# max(p, 1 - p)); the shipped file has the head, so it runs on every face whose gender is
+# wanted. The value was chosen on the training hold-outs, where the gender net then sees
 # 31 % / 30 % of the faces (UTK val / AAF) for 93.78 / 95.10 % gender against 93.78 / 95.26 %
 # with it on every face, and 93.5 / 91.9 % with the age net alone (age_gender_net/agender.md)
 GENDER_CASCADE = 0.95
