@@ -57,9 +57,17 @@ def nets_only(analyzer, detect_shape: tuple[int, int] | None) -> dict[str, float
         out["estimator_nets_ms_per_face"] = round(
             _median_ms(lambda: (est._age.run({est._age.input_names[0]: xa}),
                                 est._gender.run({est._gender.input_names[0]: xg}))) / 8, 3)
-    if hasattr(est, "_net") and hasattr(est, "run_chips"):  # agender: one net, both flip passes
+    from agender.estimators.agender_net import AgenderEstimator
+
+    if isinstance(est, AgenderEstimator):
         chips = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
-        out["estimator_nets_ms_per_face"] = round(_median_ms(lambda: est.run_chips(chips)) / 8, 3)
+        if est.gender is None:  # the age net alone, both flip passes
+            out["estimator_nets_ms_per_face"] = round(_median_ms(lambda: est.run_chips(chips)) / 8, 3)
+        else:  # the default: the age net once (no mirror beside the age head) + the 150-px gender net
+            g_chips = rng.integers(0, 256, (8, 150, 150, 3), dtype=np.uint8)
+            once = np.zeros(8, bool) if est.gender.has_age else None
+            out["estimator_nets_ms_per_face"] = round(_median_ms(
+                lambda: (est.run_chips(chips, once), est.gender.run_chips_all(g_chips))) / 8, 3)
     det = getattr(analyzer, "detector", None)
     if det is not None and hasattr(det, "sess") and detect_shape:
         h, w = detect_shape
