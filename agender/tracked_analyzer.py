@@ -33,11 +33,11 @@ from agender.tracking import Tracker
 
 KINDS = ("detect", "track", "skip")
 # Where the estimator's gender costs a second net (agender:g150's 150-px gender net), a track's
-# gender is measured on its first GENDER_FIRST estimates, then once per GENDER_EVERY frames (~1 s)
-# or when its face is clearly clearer than when last measured (Tracker.plan_gender); the age on
-# every estimate.
+# gender is measured on its first GENDER_FIRST estimates, then once per GENDER_EVERY_S seconds of
+# video or when its face is clearly clearer than when last measured (Tracker.plan_gender); the
+# age on every estimate.
 GENDER_FIRST = 3
-GENDER_EVERY = 24
+GENDER_EVERY_S = 1.0
 
 
 class TrackingStage(FrameStage):
@@ -65,12 +65,12 @@ class TrackingStage(FrameStage):
     def __init__(self, fps: float = 25.0, *, detect_every: int = 1, reestimate_every: int | None = None,
                  skip_similar: float = 0.0, cuts: bool = True, between: str = "kalman", lost_after_s: float = 1.0,
                  reid: bool = True, reid_threshold: float | None = None, privacy: bool = False, embedder=None,
-                 gender_first: int = GENDER_FIRST, gender_every: int = GENDER_EVERY):
+                 gender_first: int = GENDER_FIRST, gender_every_s: float = GENDER_EVERY_S):
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self.detect_every = max(1, int(detect_every))
         self.reestimate_every = self.detect_every if reestimate_every is None else max(1, int(reestimate_every))
         self.skip_similar = float(skip_similar)
-        self.gender_first, self.gender_every = max(1, int(gender_first)), max(1, int(gender_every))
+        self.gender_first, self.gender_every_s = max(1, int(gender_first)), max(1e-3, float(gender_every_s))
         self.between = between
         self.lost_after_s = float(lost_after_s)
         self.tracker = Tracker(fps=self.fps, detect_every=self.detect_every, lost_after_s=lost_after_s, between=between)
@@ -109,7 +109,7 @@ class TrackingStage(FrameStage):
     def fingerprint(self) -> str:
         return (f"de={self.detect_every},re={self.reestimate_every},skip={self.skip_similar},"
                 f"cuts={self.cuts is not None},between={self.between},lost={self.lost_after_s}"
-                f",gender={self.gender_first}/{self.gender_every}"
+                f",gender={self.gender_first}/{self.gender_every_s}s"
                 + ("" if self.reid is None else
                    f",reid={self.reid.assigner.threshold},privacy={self.reid.privacy}"))
 
@@ -158,8 +158,8 @@ class TrackingStage(FrameStage):
             out = replace(self._last, det_conf=np.full(len(self._last), np.nan, np.float32))
         quality = self.tracker.qualities(image, out)
         due = self.tracker.plan_estimates(out, quality, self.reestimate_every) if kind != "skip" else np.zeros(len(out), bool)
-        gender = self.tracker.plan_gender(out, due, quality, idx, self.gender_first, self.gender_every) \
-            if self.split_gender else due
+        period = int(np.floor(float(frame.time_s) / self.gender_every_s + 1e-6))  # video time: as in any segment
+        gender = self.tracker.plan_gender(out, due, quality, period, self.gender_first) if self.split_gender else due
         self._due[idx] = (due, quality, gender)
         self._last = out
         # the FrameStage contract: NaN age = estimate this face; NaN P(male) too = its gender is

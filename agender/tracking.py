@@ -178,7 +178,7 @@ class _Live:
     steps_since_estimate: int = 10**9
     est_quality: float = -1.0
     genders: int = 0  # estimates with a gender measured (Tracker.plan_gender)
-    gender_period: int = -1  # frame index // every of the last one
+    gender_period: int = -1  # the plan_gender period of the last one
     gender_quality: float = -1.0  # the face quality it was measured at
     steps_since_detect: int = 0
     followed: bool = False  # box moved by the OpenCV tracker since the last detection
@@ -443,19 +443,19 @@ class Tracker:
                 st.steps_since_estimate += 1
         return due
 
-    def plan_gender(self, faces: Faces, due: np.ndarray, quality: np.ndarray, index: int, first: int = 3,
-                    every: int = 24, better: float = 1.3) -> np.ndarray:
+    def plan_gender(self, faces: Faces, due: np.ndarray, quality: np.ndarray, period: int, first: int = 3,
+                    better: float = 1.3) -> np.ndarray:
         """Which of the ``due`` faces need a gender measured now, for an estimator whose gender
         costs a second net (:class:`~agender.estimators.base.SplitGender`): a person's gender
         does not change within a track, so after a track's ``first`` estimates it is measured
-        once per period of ``every`` frames (the first estimate with ``index // every`` past
-        the last measured one) or when the face is ``better``× the quality it was last measured
-        at. Untracked faces always. Periods count from frame 0, not from the track's start, so
-        a tracker started mid-video (a cluster segment's) measures the same frames as one that
-        saw the whole video once it has seen one period. Call right after :meth:`plan_estimates`
-        (it books the chosen faces)."""
+        once per ``period`` (the caller's clock: the frame's time in whole seconds, say; the
+        first estimate of a period it has not been measured in) or when the face is ``better``×
+        the quality it was last measured at. Untracked faces always. Periods are absolute, not
+        counted from the track's start, so a tracker started mid-video (a cluster segment's)
+        measures the same frames as one that saw the whole video once it has seen one period.
+        Call right after :meth:`plan_estimates` (it books the chosen faces)."""
         want = np.asarray(due, bool).copy()
-        period = int(index) // max(1, int(every))
+        period = int(period)
         for i, tid in enumerate(faces.track_id):
             st = self._live.get(int(tid))
             if tid < 0 or st is None or not want[i]:

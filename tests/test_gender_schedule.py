@@ -13,7 +13,10 @@ import pytest
 from agender.analyzer import Analyzer
 from agender.estimators.base import SplitGender
 from agender.io.sources import read_frames
-from agender.tracked_analyzer import GENDER_EVERY, GENDER_FIRST, TrackedAnalyzer
+from agender.tracked_analyzer import GENDER_EVERY_S, GENDER_FIRST, TrackedAnalyzer
+
+FPS = 23.976
+EVERY = round(GENDER_EVERY_S * FPS)  # frames a gender period lasts on this clip
 from agender.tracking import TrackSummary
 from conftest import FACES_DEV, VIDEOS
 
@@ -58,8 +61,8 @@ def _run_recording_the_schedule(analyzer, frames):
     plan = ta.tracker.plan_gender
     asked: dict[int, bool] = {}
 
-    def recording(faces, due, quality, index, *a, **k):
-        want = plan(faces, due, quality, index, *a, **k)
+    def recording(faces, due, quality, period, *a, **k):
+        want = plan(faces, due, quality, period, *a, **k)
         asked.clear()
         asked.update({int(t): bool(w) for t, w in zip(faces.track_id, want)})
         return want
@@ -75,7 +78,7 @@ def _run_recording_the_schedule(analyzer, frames):
     return ta, ages, genders, shown
 
 
-def test_a_tracks_gender_is_measured_on_its_first_estimates_then_once_a_second_and_the_age_every_frame(g150, dinner):
+def test_a_tracks_gender_is_measured_on_its_first_estimates_then_once_a_second_of_video_and_the_age_every_frame(g150, dinner):
     assert isinstance(g150.estimator, SplitGender) and g150.estimator.gender is not None
     with GenderNetCount(g150.estimator.gender) as seen:
         ta, ages, genders, shown = _run_recording_the_schedule(g150, dinner)
@@ -89,7 +92,7 @@ def test_a_tracks_gender_is_measured_on_its_first_estimates_then_once_a_second_a
         assert all(ages[t])  # the age: every frame (detect_every 1)
         assert all(genders[t][:GENDER_FIRST])  # the gender: the track's first estimates
         n = sum(genders[t])
-        assert GENDER_FIRST + len(ages[t]) // GENDER_EVERY - 2 <= n <= 0.3 * len(ages[t]), (t, n, len(ages[t]))
+        assert GENDER_FIRST + len(ages[t]) // EVERY - 2 <= n <= 0.3 * len(ages[t]), (t, n, len(ages[t]))
     faces_estimated = sum(sum(v) for v in ages.values())
     assert seen.chips == sum(sum(v) for v in genders.values())  # the 150-px net sees exactly those
     assert 0 < seen.chips <= 0.3 * faces_estimated
@@ -126,7 +129,7 @@ def test_a_tracker_started_mid_shot_measures_the_same_frames_after_one_period(g1
     start = 30
     _, _, _, late = _run_recording_the_schedule(g150, dinner[start:])
     for k, faces in enumerate(late):
-        if k < 2 * GENDER_EVERY:
+        if k < 2 * EVERY:
             continue
         ref = whole[start + k]
         assert len(faces) == len(ref)
