@@ -182,7 +182,8 @@ class Analyzer:
                  gender: np.ndarray | None = None) -> Estimates:
         """Score pre-cropped faces, ``batch_size`` at a time (one estimator call per chunk).
         ``gender``: per crop, whether its P(male) is wanted (None: all); only a
-        :class:`~agender.estimators.base.SplitGender` estimator uses it (NaN where not wanted)."""
+        :class:`~agender.estimators.base.SplitGender` estimator uses it (a cheaper P(male) where
+        not wanted)."""
         import time
 
         from agender.estimators.base import SplitGender
@@ -195,11 +196,8 @@ class Analyzer:
         parts = []
         for i in range(0, len(crops), self.batch_size):
             lm = None if landmarks is None else landmarks[i : i + self.batch_size]
-            if split:
-                parts.append(self.estimator.estimate(crops[i : i + self.batch_size], lm,
-                                                     gender=np.asarray(gender[i : i + self.batch_size], bool)))
-            else:
-                parts.append(self.estimator.estimate(crops[i : i + self.batch_size], lm))
+            kw = {"gender": np.asarray(gender[i : i + self.batch_size], bool)} if split else {}
+            parts.append(self.estimator.estimate(crops[i : i + self.batch_size], lm, **kw))
         self.times.estimate += time.perf_counter() - t0
         if len(parts) == 1:
             return self._abstain(parts[0])
