@@ -256,9 +256,9 @@ def trunk_features(path: Path, chips, batch: int = 64, threads: int = 2) -> np.n
 
 
 def _feature_name(model) -> str:
-    """The descriptor's tensor: the input of the gender head's Gemm (the last one before the sigmoid)."""
-    gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
-    return gemms[-1 if len(gemms) == 1 else 0].input[0]
+    """The descriptor's tensor: the input of the gender head's Gemm (the first Gemm: the age
+    head's two come after it, appended by :func:`add_age_head`)."""
+    return next(n for n in model.graph.node if n.op_type == "Gemm").input[0]
 
 
 def train_age_head(F: np.ndarray, d: dict, *, epochs: int = 20, steps: int = 200, batch: int = 256,
