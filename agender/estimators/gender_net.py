@@ -3,25 +3,26 @@
 Why a second net: the age net's 64-px trunk tops out at ~91.6 % gender on faces-dev however it
 is trained (age_gender_net/agender.md, "Tried since"); a face-recognition trunk that saw
 millions of faces at 150 px, fine-tuned on the same training data for gender only, reaches
-~93 % and is better on children and on East-Asian faces. The age still comes from the age net.
+~93 % and is better on children and on East-Asian faces. Its age head (below) gives the age a
+second view, mixed with the age net's.
 
 Input: one 150x150 RGB chip per face, dlib's face-chip geometry (5-point template, 0.25
 padding — what ``dlib.get_face_chip`` and :class:`agender.reid.FaceEmbedder` cut), landmarks
 from YuNet when the detector gives them (mapped to the template with the same calibration as
 the age chip), else dlib's 5-point predictor on the crop. Float RGB 0..255 in (the net
-normalises itself), ``p_male`` (N, 1) out. No flip averaging: it bought nothing on the
+normalises itself), ``p_male`` (N, 1) and ``age_probs`` (N, 101) out. No flip averaging: it bought nothing on the
 training hold-outs (93.5 → 93.3 % UTK val, 94.5 → 95.1 % AAF) for twice the cost.
 
 The file stores its convolution weights as int8 with one scale per output channel
-(``DequantizeLinear`` on initializers: 5.6 MB instead of 22 MB float32 / 11 MB float16, under
+(``DequantizeLinear`` on initializers: 6.0 MB instead of 22 MB float32 / 11 MB float16, under
 the 10 MB a shipped file may have); :func:`float_model` turns them back into float32 in
 memory before onnxruntime sees the graph, so compute is float32 and costs nothing at run time.
 
 The age head (training step 5, :func:`agender.train.gender_net.train_age_head`): a small MLP
 (128 → 256 → 101 ages) on the frozen 128-d descriptor, a second output ``age_probs``. The
 estimator mixes its distribution with the age net's (:func:`mixture`, the age net's share
-``agender.age_weight`` chosen on the training hold-outs): faces-dev MAE 5.77 → 5.38, 70+
-9.84 → 8.67, women/men gap 1.56 → 1.15.
+``agender.age_weight`` chosen on the training hold-outs): faces-dev MAE 5.77 → 5.40, 70+
+9.84 → 8.66, women/men gap 1.56 → 1.15.
 
 int8 (``GenderNet(int8=True)``, not the default): the float graph statically quantized on the
 user's machine with the age nets' recipe (:mod:`agender.estimators.cydral_int8`: 7-bit
