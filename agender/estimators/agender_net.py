@@ -255,11 +255,16 @@ class AgenderEstimator(SplitGender):
         (or each where ``mirror`` is true) and its mirror image go through the net in one batch
         and their outputs are averaged."""
         p, pm, mirror = self._run(chips, mirror)
+        return (*self._age_and_std(p, mirror), pm)
+
+    def _age_and_std(self, p: np.ndarray, mirror: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Expected age and calibrated spread of distributions ``p`` (the factor depends on
+        whether the mirror pass was averaged in)."""
         ages = self.meta["ages"]
         mean = p @ ages
         var = (p * (ages[None, :] - mean[:, None]) ** 2).sum(axis=1)
         scale = np.where(mirror, self.meta["std_scale_flip"], self.meta["std_scale"])
-        return mean, np.sqrt(np.maximum(var, 0.0)) * scale, pm
+        return mean, np.sqrt(np.maximum(var, 0.0)) * scale
 
     def estimate(self, crops: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None,
                  gender: np.ndarray | None = None) -> Estimates:
@@ -282,11 +287,7 @@ class AgenderEstimator(SplitGender):
         # refresh estimates are averaged over the track anyway
         mirror = want[ok] & (self.gender is None or not self.gender.has_age)
         probs, g, mirror = self._run(chips[ok], mirror)
-        ages = self.meta["ages"]
-        a = probs @ ages
-        s = np.sqrt(np.maximum((probs * (ages[None, :] - a[:, None]) ** 2).sum(axis=1), 0.0))
-        age[ok] = a
-        std[ok] = s * np.where(mirror, self.meta["std_scale_flip"], self.meta["std_scale"])
+        age[ok], std[ok] = self._age_and_std(probs, mirror)
         p_male[ok] = g
         if self.gender is None:
             return Estimates(age=age, p_male=p_male, age_std=std)
@@ -302,6 +303,6 @@ class AgenderEstimator(SplitGender):
             p_male[idx] = pm
             if p_age is not None:
                 sel = np.searchsorted(np.flatnonzero(ok), idx)  # rows of probs
-                mean, spread = mixture(probs[sel], ages, p_age, self.gender.age_weight)
+                mean, spread = mixture(probs[sel], self.meta["ages"], p_age, self.gender.age_weight)
                 age[idx], std[idx] = mean, spread * self.gender.age_std_scale
         return Estimates(age=age, p_male=p_male, age_std=std)
