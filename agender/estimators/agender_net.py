@@ -20,7 +20,7 @@ Variants: ``agender:int8`` runs the net statically quantized to int8 on the user
 net also bounds |ΔP(male)|); where that check fails or quantizing is impossible, one warning
 and the float net. ``agender:fp32`` always runs the float net. ``agender`` / ``agender:g150``
 (the default) is ``agender:int8`` plus the 150-px gender net (:mod:`agender.estimators.gender_net`)
-for P(male) where the age net's own is unsure; as a :class:`~agender.estimators.base.SplitGender`
+for P(male) and, with its age head, a second view of the age (the two mixed); as a :class:`~agender.estimators.base.SplitGender`
 it skips that net (and the mirror pass) on the refresh estimates of a tracked face.
 
 Where the ONNX comes from: ``$AGENDER_NET`` (a file path) if set, else
@@ -49,13 +49,6 @@ from agender.imageops import to_bgr8
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "agender-net-v1.onnx"
-# With a gender net file *without* the age head (session 5's, or one retrained without step 5),
-# agender:g150 runs it only on faces whose age-net P(male) is less sure than this (confidence
-# max(p, 1 - p)); the shipped file has the head, so it runs on every face whose gender is
-# wanted. The value was chosen on the training hold-outs, where the gender net then sees
-# 31 % / 30 % of the faces (UTK val / AAF) for 93.78 / 95.10 % gender against 93.78 / 95.26 %
-# with it on every face, and 93.5 / 91.9 % with the age net alone (age_gender_net/agender.md)
-GENDER_CASCADE = 0.95
 ENV_VAR = "AGENDER_NET"
 CHIP = 64
 # Cydral's age-net normalization (RGB, (x - mean) * scale), kept since the trunk is seeded from it
@@ -87,7 +80,7 @@ def packaged_model() -> Path:
 
 class AgenderEstimator(SplitGender):
     """Age distribution + P(male) from one 64-px chip (see the module docstring); with the
-    gender net (``agender:g150``) P(male) from the 150-px net where the age net is unsure."""
+    gender net (``agender:g150``) P(male) from the 150-px net and the age mixed with its age head's."""
 
     name = "agender"
     VARIANTS = ("int8", "fp32", "g150")
@@ -154,7 +147,6 @@ class AgenderEstimator(SplitGender):
         # gender from the 150-px gender net (agender.estimators.gender_net) where there is one:
         # ~93 % on faces-dev against the age net's own 91.6 % (age_gender_net/agender.md)
         self.gender = None
-        self.gender_below = GENDER_CASCADE
         if gender_net:
             from agender.estimators.gender_net import GenderNet, find_model
 
@@ -294,10 +286,7 @@ class AgenderEstimator(SplitGender):
         # the 150-px net: P(male) (and, with its age head, part of the age) where a gender is
         # wanted; a refresh of a tracked face keeps the age net's own P(male) (free), which the
         # tracker shows in the row but does not fold into the track's gender
-        run = ok & want
-        if not self.gender.has_age:  # an older file without the age head: only where the age net is unsure
-            run &= np.maximum(p_male, 1.0 - p_male) < self.gender_below
-        idx = np.flatnonzero(run)
+        idx = np.flatnonzero(ok & want)
         if len(idx):
             pm, p_age = self.gender.p_male_and_age([crops[i] for i in idx], points=[points[i] for i in idx])
             p_male[idx] = pm
