@@ -269,7 +269,7 @@ def train_age_head(F: np.ndarray, d: dict, *, epochs: int = 20, steps: int = 200
     import torch
     import torch.nn as nn
 
-    from agender.train.train import sample_weights
+    from agender.train.train import dldl_loss, sample_weights
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -284,11 +284,7 @@ def train_age_head(F: np.ndarray, d: dict, *, epochs: int = 20, steps: int = 200
         net.train()
         for _ in range(steps):
             idx = rng.choice(tr, batch, p=w)
-            a = torch.tensor(d["age"][idx])
-            tgt = torch.exp(-0.5 * ((ages[None] - a[:, None]) / (1 + 0.06 * a)[:, None]) ** 2)
-            tgt = tgt / tgt.sum(1, keepdim=True)
-            logit = net(X[idx])
-            loss = -(tgt * torch.log_softmax(logit, 1)).sum(1).mean() + 0.1 * (torch.softmax(logit, 1) @ ages - a).abs().mean()
+            loss, _ = dldl_loss(net(X[idx]), torch.tensor(d["age"][idx]), 0.1, grid=ages)
             opt.zero_grad()
             loss.backward()
             opt.step()

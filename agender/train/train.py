@@ -127,20 +127,26 @@ def to_tensor(chips: np.ndarray) -> torch.Tensor:
 _AGES_T = torch.tensor(AGES, dtype=torch.float32)
 
 
-def soft_labels(age: torch.Tensor) -> torch.Tensor:
+def soft_labels(age: torch.Tensor, grid: torch.Tensor = _AGES_T) -> torch.Tensor:
     sigma = (1.0 + 0.06 * age).clamp(min=1.0)[:, None]
-    d = _AGES_T[None, :] - age[:, None]
+    d = grid[None, :] - age[:, None]
     t = torch.exp(-0.5 * (d / sigma) ** 2)
     return t / t.sum(1, keepdim=True)
 
 
+def dldl_loss(logits: torch.Tensor, age: torch.Tensor, l1_weight: float, grid: torch.Tensor = _AGES_T):
+    """(DLDL soft-label cross entropy + ``l1_weight`` × L1 of the expected age, that L1): the age
+    loss of the age net and of the gender net's age head (whose ``grid`` is 0..100)."""
+    logp = F.log_softmax(logits, 1)
+    ce = -(soft_labels(age, grid) * logp).sum(1).mean()
+    l1 = ((logp.exp() * grid[None, :]).sum(1) - age).abs().mean()
+    return ce + l1_weight * l1, l1
+
+
 def loss_fn(la, lg, age, male, cfg: Config):
-    logp = F.log_softmax(la, 1)
-    ce = -(soft_labels(age) * logp).sum(1).mean()
-    mean = (logp.exp() * _AGES_T[None, :]).sum(1)
-    l1 = (mean - age).abs().mean()
+    age_loss, l1 = dldl_loss(la, age, cfg.l1_weight)
     bce = F.binary_cross_entropy_with_logits(lg, male.float())
-    return ce + cfg.l1_weight * l1 + cfg.gender_weight * bce, l1.item(), bce.item()
+    return age_loss + cfg.gender_weight * bce, l1.item(), bce.item()
 
 
 @torch.no_grad()
