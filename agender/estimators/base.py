@@ -38,8 +38,9 @@ class SplitGender:
     """Base class of an estimator whose P(male) costs a second net (agender:g150's 150-px
     gender net): ``estimate(crops, landmarks, gender=mask)`` runs that net only where ``mask``
     is true and returns a cheaper P(male) elsewhere (the age net's own head's), which the
-    tracker shows in the row but does not fold into the track's gender. The tracking stage asks for a track's gender
-    only now and then (a person's gender does not change within a track; see
+    tracker shows in the row but does not fold into the track's gender. The tracking stage
+    asks for a track's gender only now and then (a person's gender does not change within a
+    track; see
     :meth:`agender.tracking.Tracker.plan_gender`); the age is still measured on every estimate.
     Estimators whose gender is free ignore the question, so they are not SplitGender."""
 
@@ -59,8 +60,9 @@ ESTIMATORS = MappingProxyType(
 )
 # What "auto" (the default everywhere) means: our own nets (shipped as package data; model
 # card age_gender_net/agender.md): the int8 age net (after it agreed with the float net on
-# this CPU) + the 150-px gender net (int8 the same way) where the age net's gender is unsure.
-# faces-dev: MAE 5.77 vs Cydral's 7.43, gender 93.8 vs 89.2 %; in video the gender net runs
+# this CPU) + the 150-px gender net (float: its int8 copy fails the same check), which gives
+# P(male) and a second age view mixed with the age net's. faces-dev: MAE 5.40 vs Cydral's 7.43,
+# gender 93.6 vs 89.2 %; in video the gender net runs
 # only on a few of a track's estimates, so the pipeline is as fast as with cydral:int8.
 # The weights inherit UTKFace's non-commercial terms: commercial users pick "cydral:int8"
 # (CC0, the previous default) or "cydral" (the float original).
